@@ -1,0 +1,303 @@
+"""The ``ftkit`` command line (click).
+
+``--help``, ``strategies`` and ``plugins`` never import torch: commands that
+need it import inside their bodies. Every error a user can cause ends as one
+line on stderr and exit code 2; a guard stop is exit code 3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ftkit import __version__
+from ftkit.config import Config, build_config, field_type, load_file, option_fields
+from ftkit.errors import FtkitError
+from ftkit.options import parse_assignments
+from ftkit.plugins.manager import Plugins
+
+
+def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options shared by run, plan and eval, generated from ``Config``."""
+    for f in reversed(option_fields()):
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        envvar = "FTKIT_" + flag.lstrip("-").replace("-", "_").upper()
+        kind = field_type(f)
+        default = f.default
+        shown = (
+            f"[default: {default}]"
+            if default is not None and "[default" not in f.metadata["help"]
+            else ""
+        )
+        help_text = f"{f.metadata['help']} {shown}".strip()
+        if kind is bool:
+            decl = [f"{flag}/--no-{flag[2:]}", f.name]
+            command = click.option(*decl, default=None, envvar=envvar, help=help_text)(command)
+        else:
+            ctype = {int: click.INT, float: click.FLOAT}.get(kind, click.STRING)
+            if f.metadata.get("choices"):
+                ctype = click.Choice(f.metadata["choices"])
+            command = click.option(
+                flag,
+                f.name,
+                type=ctype,
+                default=None,
+                envvar=envvar,
+                help=help_text,
+                metavar=None if f.metadata.get("choices") else kind.__name__.upper(),
+            )(command)
+    command = click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        envvar="FTKIT_CONFIG",
+        help="TOML file with options and a [strategy] table",
+    )(command)
+    command = click.option(
+        "-o",
+        "--set",
+        "assignments",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="strategy option (repeatable); see 'ftkit strategies'",
+    )(command)
+    return plugin_option(command)
+
+
+def plugin_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--plugin",
+        "plugin_modules",
+        multiple=True,
+        metavar="MODULE",
+        help="load a plugin module (repeatable); also FTKIT_PLUGINS=a,b",
+    )(command)
+
+
+def make_config(
+    config_file: str | None,
+    assignments: tuple[str, ...],
+    plugin_modules: tuple[str, ...],
+    values: dict[str, Any],
+) -> Config:
+    file_values = load_file(config_file) if config_file else {}
+    return build_config(
+        file_values,
+        values,
+        parse_assignments(assignments),
+        plugin_modules,
+        where=config_file or "command line",
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="ftkit")
+def cli() -> None:
+    """Fine-tune vision models with named strategies; see every effective
+    learning rate before training.
+
+    \b
+    ftkit plan --strategy two-stage --lr 1e-5 -o lr_scale=0.3
+    ftkit run  --strategy two-stage --lr 1e-5
+    """
+
+
+@cli.command()
+@run_options
+@click.option("--json", "as_json", is_flag=True, help="print the plan as JSON")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    help="draw every group's LR over the run's steps into a PNG (needs matplotlib)",
+)
+def plan(config_file, assignments, plugin_modules, as_json, plot, **values):
+    """Print the plan that 'ftkit run' would execute, and its LR warnings."""
+    from ftkit.prepare import prepare
+    from ftkit.report import plan_table
+
+    config = make_config(config_file, assignments, plugin_modules, values)
+    prepared = prepare(config, Plugins(config.plugins))
+    if plot:
+        from ftkit.report import plot_plan
+
+        steps = _steps_per_epoch(prepared)
+        plot_plan(prepared.plan, steps, plot)
+    if as_json:
+        click.echo(json.dumps(prepared.plan.to_json(), indent=2))
+    else:
+        click.echo(plan_table(prepared.plan, prepared.anatomy, config))
+
+
+def _steps_per_epoch(prepared: Any) -> int:
+    data = prepared.data
+    if data is None:
+        from ftkit.prepare import open_data
+
+        data = open_data(prepared.config, Plugins(prepared.config.plugins), prepared.num_classes)
+    return max(1, len(data.train) // prepared.config.batch_size)
+
+
+@cli.command()
+@run_options
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False),
+    help="continue the run in RUN_DIR from its last checkpoint",
+)
+def run(config_file, assignments, plugin_modules, resume, **values):
+    """Train: execute the plan and write a run directory."""
+    from ftkit.engine.resume import run_config
+    from ftkit.engine.run import start
+
+    if resume:
+        # The run's own options are the base; what is given now goes on top.
+        file_values = {**run_config(resume), **(load_file(config_file) if config_file else {})}
+        config = build_config(file_values, values, parse_assignments(assignments),
+                              plugin_modules, where=f"{resume}/config.toml")
+    else:
+        config = make_config(config_file, assignments, plugin_modules, values)
+    sys.exit(start(config, Plugins(config.plugins), resume=resume))
+
+
+@cli.command(name="eval")
+@click.option(
+    "--checkpoint",
+    required=True,
+    type=click.Path(),
+    help="a run directory, or a weights file (.safetensors)",
+)
+@run_options
+@click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
+def eval_(checkpoint, config_file, assignments, plugin_modules, as_json, **values):
+    """Metrics of a checkpoint on a dataset's validation split."""
+    from pathlib import Path
+
+    from ftkit.engine.evaluate import evaluate_checkpoint
+
+    # A run's own config describes its model; options given here still win.
+    for candidate in (Path(checkpoint), Path(checkpoint).parent.parent):
+        if not config_file and (candidate / "config.toml").is_file():
+            config_file = str(candidate / "config.toml")
+    config = make_config(config_file, assignments, plugin_modules, values)
+    metrics = evaluate_checkpoint(checkpoint, config, Plugins(config.plugins))
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+    else:
+        for key, value in metrics.items():
+            if not isinstance(value, list):
+                click.echo(
+                    f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}"
+                )
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print as JSON")
+@plugin_option
+def strategies(as_json, plugin_modules):
+    """List the registered strategies, their options and their plugins."""
+    plugins = Plugins(plugin_modules)
+    rows = []
+    for entry in plugins.strategies:
+        info = plugins.info_for(entry.plugin)
+        rows.append(
+            {
+                **entry.value.describe(),
+                "plugin": info.name,
+                "distribution": info.distribution,
+                "version": info.version,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        where = f"{row['distribution']} {row['version']}" if row["distribution"] else "local"
+        click.echo(f"{row['name']:<16} {row['description']}  [{row['plugin']}, {where}]")
+        for o in row["options"]:
+            click.echo(f"    {o['name']:<16} {o['type']:<6} {o['default']!s:<10} {o['help']}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print as JSON")
+@plugin_option
+def plugins(as_json, plugin_modules):
+    """List the loaded plugins with their distribution, version and hooks."""
+    infos = Plugins(plugin_modules).info()
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": i.name,
+                        "distribution": i.distribution,
+                        "version": i.version,
+                        "hooks": list(i.hooks),
+                    }
+                    for i in infos
+                ],
+                indent=2,
+            )
+        )
+        return
+    for i in infos:
+        where = f"{i.distribution} {i.version}" if i.distribution else "local"
+        click.echo(f"{i.name:<34} {where:<16} {', '.join(i.hooks)}")
+
+
+@cli.group()
+def data():
+    """Dataset tools."""
+
+
+@data.command(name="shapes")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option(
+    "--task",
+    type=click.Choice(["segmentation", "classification"]),
+    default="segmentation",
+    show_default=True,
+)
+@click.option("--image-size", type=int, default=64, show_default=True)
+@click.option("--num-samples", type=int, default=384, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def data_shapes(directory, task, image_size, num_samples, seed):
+    """Write the built-in shapes dataset as a folder, to show the layout."""
+    from ftkit.data.shapes import write_shapes
+
+    write_shapes(directory, task=task, image_size=image_size, num_samples=num_samples, seed=seed)
+    click.echo(f"wrote {task} shapes to {directory}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="ftkit", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("ftkit: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"ftkit: error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except FtkitError as exc:
+        click.echo(f"ftkit: {'stopped' if exc.exit_code == 3 else 'error'}: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception:
+        if os.environ.get("FTKIT_DEBUG"):
+            raise
+        import traceback
+
+        traceback.print_exc()
+        click.echo(
+            "ftkit: internal error (the traceback above is a bug in ftkit or a "
+            "plugin; please report it)",
+            err=True,
+        )
+        sys.exit(1)

@@ -1,0 +1,240 @@
+"""The run configuration: one dataclass that is also the CLI's option list.
+
+Each field is a command-line option (``--batch-size``), an environment
+variable (``FTKIT_BATCH_SIZE``) and a key of the TOML config file. Precedence:
+command line, then environment, then ``--config FILE``, then the defaults.
+Strategy options live in ``[strategy]`` in the file and ``-o KEY=VALUE``.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from ftkit.errors import UsageError, did_you_mean
+
+TASKS = ("segmentation", "classification")
+DEFAULT_MODELS = {"segmentation": "smp:unet:resnet18", "classification": "tv:resnet18"}
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def _at_least_one(v: Any) -> str | None:
+    return None if v >= 1 else "must be at least 1"
+
+
+def _non_negative(v: Any) -> str | None:
+    return None if v >= 0 else "must be >= 0"
+
+
+def _lr(v: float) -> str | None:
+    if not 0 < v <= 10:
+        return "must be a learning rate in (0, 10]"
+    return None
+
+
+def opt(
+    default: Any,
+    help: str,
+    *,
+    check: Any = None,
+    choices: tuple[str, ...] | None = None,
+    trains: bool = True,
+    flag: str | None = None,
+) -> Any:
+    """A field that is also a CLI option. ``trains=False`` marks options that
+    do not change the training (a resume may change those)."""
+    return field(
+        default=default,
+        metadata={"help": help, "check": check, "choices": choices, "trains": trains, "flag": flag},
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    task: str = opt("segmentation", "what the model predicts", choices=TASKS)
+    model: str | None = opt(
+        None,
+        "model spec: smp:ARCH:ENCODER, tv:NAME or timm:NAME "
+        "[default: smp:unet:resnet18 | tv:resnet18]",
+    )
+    num_classes: int | None = opt(
+        None, "number of classes [default: from the data]", check=_at_least_one
+    )
+    weights: str | None = opt(None, "local pretrained weights (safetensors or state dict)")
+    data: str = opt("builtin:shapes", "builtin:NAME or a dataset folder")
+    image_size: int = opt(64, "image side in pixels", check=_at_least_one)
+    num_samples: int = opt(384, "samples of a built-in dataset (train + val)", check=_at_least_one)
+    augment: bool = opt(True, "random flips on the training set")
+    strategy: str = opt("two-stage", "fine-tuning strategy (see 'ftkit strategies')")
+    lr: float = opt(
+        1e-3, "base learning rate; strategies derive every group's LR from it", check=_lr
+    )
+    epochs: int = opt(8, "epochs in total, over all stages", check=_at_least_one)
+    batch_size: int = opt(8, "images per step", check=_at_least_one)
+    optimizer: str = opt("adamw", "optimizer", choices=("adamw", "sgd"))
+    loss: str | None = opt(
+        None, "loss, e.g. ce, ce+dice, 0.7*ce+0.3*dice [default: the strategy's, else ce]"
+    )
+    class_weights: str | None = opt(None, "auto | inverse | median | FILE | comma list")
+    label_smoothing: float = opt(0.0, "label smoothing for cross-entropy", check=_non_negative)
+    accumulate: int = opt(1, "gradient accumulation steps", check=_at_least_one)
+    amp: str = opt("off", "mixed precision", choices=("off", "bf16", "fp16"))
+    clip_grad_norm: float | None = opt(
+        None, "clip the total gradient norm to this", check=_positive
+    )
+    grad_norm_alert: float = opt(
+        10.0, "warn when the gradient norm stays above this", check=_positive
+    )
+    max_nonfinite_steps: int = opt(
+        5, "stop after this many non-finite steps in a row", check=_at_least_one
+    )
+    monitor: str | None = opt(
+        None, "metric for early stopping and best weights [default: val_miou | val_accuracy]"
+    )
+    patience: int | None = opt(
+        None, "epochs without improvement before stopping [default: off]", check=_at_least_one
+    )
+    min_delta: float = opt(0.0, "smallest change that counts as improvement", check=_non_negative)
+    start_from: str | None = opt(
+        None, "start from a converged checkpoint (weights only)", flag="--from"
+    )
+    guard: bool = opt(True, "baseline guard when starting --from a checkpoint")
+    guard_epochs: int = opt(5, "epochs the baseline guard watches", check=_at_least_one)
+    guard_tolerance: float = opt(
+        0.01, "mIoU/accuracy drop below the baseline that counts", check=_non_negative
+    )
+    seed: int = opt(0, "random seed")
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto", trains=False)
+    workers: int = opt(0, "data-loader worker processes", check=_non_negative, trains=False)
+    out: str | None = opt(None, "run directory [default: runs/<time>-<strategy>]", trains=False)
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    plugins: tuple[str, ...] = ()
+
+    @property
+    def model_spec(self) -> str:
+        return self.model or DEFAULT_MODELS[self.task]
+
+    def to_toml(self) -> str:
+        lines = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("strategy_options", "strategy") or value is None:
+                continue
+            lines.append(f"{f.name} = {_toml_value(value)}")
+        lines.append("\n[strategy]")
+        lines.append(f"name = {_toml_value(self.strategy)}")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in sorted(self.strategy_options.items())]
+        return "\n".join(lines) + "\n"
+
+
+def option_fields() -> list[Any]:
+    return [f for f in fields(Config) if "help" in f.metadata]
+
+
+def field_type(f: Any) -> type:
+    hint = typing.get_type_hints(Config)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def load_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UsageError(f"config file '{path}' not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file '{path}' is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"config file '{path}' cannot be read: {exc.strerror}") from None
+    known = {f.name for f in option_fields()} | {"strategy", "plugins"}
+    for key in data:
+        name = key.replace("-", "_")
+        if name == "from":
+            name = "start_from"
+        if name not in known:
+            raise UsageError(
+                f"config file '{path}': unknown key '{key}'{did_you_mean(name, known)}"
+            )
+    return data
+
+
+def build_config(
+    file_values: dict[str, Any],
+    cli_values: dict[str, Any],
+    strategy_options: dict[str, Any],
+    plugins: tuple[str, ...],
+    where: str = "config",
+) -> Config:
+    """Merge the file and the command line (already holding the environment),
+    then check every value's type and range."""
+    merged: dict[str, Any] = {}
+    file_strategy: dict[str, Any] = {}
+    for key, value in file_values.items():
+        name = "start_from" if key == "from" else key.replace("-", "_")
+        if name == "strategy" and isinstance(value, dict):
+            # [strategy] holds the strategy's options, and its name as `name`
+            file_strategy = dict(value)
+            if "name" in file_strategy:
+                merged["strategy"] = file_strategy.pop("name")
+        elif name == "plugins":
+            plugins = tuple(value) + plugins
+        else:
+            merged[name] = value
+    merged.update({k: v for k, v in cli_values.items() if v is not None})
+    values = {}
+    for f in option_fields():
+        if f.name in merged:
+            values[f.name] = check_value(f, merged[f.name], where)
+    options = {k.replace("-", "_"): v for k, v in {**file_strategy, **strategy_options}.items()}
+    return replace(Config(**values), strategy_options=options, plugins=plugins)
+
+
+def check_value(f: Any, value: Any, where: str) -> Any:
+    flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+    kind = field_type(f)
+    if value is None:
+        return None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is bool and isinstance(value, str):
+        value = {"true": True, "1": True, "false": False, "0": False}.get(value.lower(), value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise UsageError(f"{flag}: expected {kind.__name__}, got {value!r} ({where})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"{flag}: must be a finite number, got {value!r}")
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise UsageError(
+            f"{flag}: must be one of {', '.join(choices)}, got {value!r}"
+            f"{did_you_mean(str(value), choices)}"
+        )
+    check = f.metadata.get("check")
+    problem = check(value) if check else None
+    if problem:
+        raise UsageError(f"{flag}: {problem}, got {value!r}")
+    return value
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    with open(run_dir / "config.toml", "rb") as fh:
+        return tomllib.load(fh)

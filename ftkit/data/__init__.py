@@ -1,0 +1,154 @@
+"""Datasets: the built-in ``shapes`` set and folders on disk, as train/val splits.
+
+``load_data`` turns ``--data`` into a ``DataSplits``. ``builtin:NAME`` asks the
+dataset registry (filled by ``ftkit_register_datasets`` hooks); anything else
+is a folder (see ``ftkit.data.folders`` for the layouts). Items are
+``(image, target)``: a float32 (3, H, W) image normalised with mean/std, and an
+int64 (H, W) mask (255 = ignore) or an int64 scalar class.
+
+This module and ``builtin`` are imported at CLI start-up, so torch, numpy and
+PIL are imported inside functions only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ftkit.errors import PluginError, UsageError, unknown
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+    from ftkit.registry import Registry
+
+__all__ = ["DataSplits", "load_data"]
+
+TASKS = ("segmentation", "classification")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class DataSplits:
+    task: str
+    train: Dataset
+    val: Dataset
+    num_classes: int
+    class_names: list[str]
+    _label_counts: list[int] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def label_counts(self) -> list[int]:
+        """Per-class counts over the training labels: pixels for segmentation
+        (255 ignored), samples for classification. Computed once."""
+        if self._label_counts is None:
+            from ftkit.data.transforms import count_labels
+
+            self._label_counts = count_labels(self.train, self.task, self.num_classes)
+        return list(self._label_counts)
+
+    @property
+    def train_is_deterministic(self) -> bool:
+        """True when a training item is the same every epoch (no random
+        transform), so features computed from it can be cached."""
+        from ftkit.data.transforms import SampleDataset
+
+        # A dataset ftkit did not build may augment in ways we cannot see.
+        return isinstance(self.train, SampleDataset) and self.train.deterministic
+
+    def with_transforms(
+        self, *, augment: bool, mean: Sequence[float], std: Sequence[float]
+    ) -> DataSplits:
+        """The same samples with ftkit's transforms: flips on train when
+        ``augment``, normalisation on both. Datasets from third-party plugins
+        keep their own transforms."""
+        from ftkit.data.transforms import SampleDataset
+
+        train, val = self.train, self.val
+        if isinstance(train, SampleDataset):
+            train = train.with_transforms(augment=augment, mean=mean, std=std)
+        if isinstance(val, SampleDataset):
+            val = val.with_transforms(augment=False, mean=mean, std=std)
+        splits = replace(self, train=train, val=val)
+        splits._label_counts = self._label_counts  # labels do not depend on transforms
+        return splits
+
+
+def load_data(
+    spec: str,
+    task: str,
+    registry: Registry[Any],
+    *,
+    image_size: int = 64,
+    num_samples: int = 256,
+    seed: int = 0,
+    augment: bool = True,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    val_fraction: float = 0.2,
+    num_classes: int | None = None,
+) -> DataSplits:
+    """Open ``builtin:NAME`` or a dataset folder as train/val splits.
+
+    ``num_samples`` and ``seed`` shape built-in datasets; ``val_fraction`` splits
+    a folder that has no ``train/`` and ``val/``. ``num_classes`` (the user's
+    ``--num-classes``) may exceed the classes the data shows; for segmentation
+    folders it is also the bound every mask label is checked against.
+    """
+    if task not in TASKS:
+        raise unknown("task", task, TASKS)
+    if image_size < 1:
+        raise UsageError(f"image size must be at least 1, got {image_size}")
+    if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
+        raise UsageError(f"mean and std need 3 values each (std > 0), got {mean} and {std}")
+    if num_classes is not None and num_classes < 1:
+        raise UsageError(f"number of classes must be at least 1, got {num_classes}")
+
+    if spec.startswith("builtin:"):
+        splits = _load_builtin(spec, task, registry, image_size, num_samples, seed)
+        if num_classes is not None:
+            splits = _widen(splits, num_classes, spec)
+    else:
+        from ftkit.data.folders import load_folder
+
+        path = Path(spec)
+        if not path.exists():
+            hint = f" (did you mean 'builtin:{spec}'?)" if spec in registry else ""
+            raise UsageError(
+                f"dataset folder '{spec}' not found{hint}; expected builtin:NAME or a folder"
+            )
+        splits = load_folder(
+            path, task, image_size=image_size, val_fraction=val_fraction, num_classes=num_classes
+        )
+    return splits.with_transforms(augment=augment, mean=mean, std=std)
+
+
+def _load_builtin(
+    spec: str, task: str, registry: Registry[Any], image_size: int, num_samples: int, seed: int
+) -> DataSplits:
+    name = spec.removeprefix("builtin:")
+    if name not in registry:
+        raise unknown("dataset", spec, [f"builtin:{n}" for n in registry.names()])
+    factory = registry.get(name)
+    splits = factory(task=task, image_size=image_size, num_samples=num_samples, seed=seed)
+    if not isinstance(splits, DataSplits) or splits.task != task:
+        raise PluginError(
+            f"dataset '{spec}' returned {type(splits).__name__}; expected a DataSplits "
+            f"for task '{task}'"
+        )
+    return splits
+
+
+def _widen(splits: DataSplits, num_classes: int, spec: str) -> DataSplits:
+    """Give the model more outputs than the data has classes, never fewer."""
+    if num_classes == splits.num_classes:
+        return splits
+    if num_classes < splits.num_classes:
+        raise UsageError(
+            f"--num-classes {num_classes} is fewer than the {splits.num_classes} classes of "
+            f"'{spec}' ({', '.join(splits.class_names)})"
+        )
+    extra = [f"class_{i}" for i in range(splits.num_classes, num_classes)]
+    return replace(splits, num_classes=num_classes, class_names=[*splits.class_names, *extra])

@@ -1,0 +1,415 @@
+"""Datasets read from folders.
+
+Segmentation, one of:
+
+- ``images/`` and ``masks/``, matched by file stem, split into train/val;
+- ``train/`` and ``val/``, each holding ``images/`` and ``masks/``;
+- Pascal VOC: ``JPEGImages/``, ``SegmentationClass/`` and
+  ``ImageSets/Segmentation/{train,val}.txt``.
+
+Masks are single-channel PNGs (mode L or P, as in VOC) whose values are the
+class ids; 255 means "ignore". The number of classes is the caller's, else the
+length of ``classes.txt``, else the largest label + 1.
+
+Classification, ImageFolder style: ``CLASS/*.png`` folders split into
+train/val, or ``train/CLASS/`` and ``val/CLASS/``. Classes are sorted by name
+unless ``classes.txt`` gives their order.
+
+``classes.txt`` (optional, at the top) lists the class names in label order,
+one a line. Folders without train/ and val/ are split by ``val_fraction`` with
+a fixed seed, not the training seed: a baseline and its fine-tuned model must
+see the same validation images.
+
+Every image is decoded and every mask read once when the dataset is built, so
+a broken file stops the run before training, naming the file. Images are
+resized to ``image_size`` squares (masks with nearest neighbour); resized masks
+stay in memory, images are read from disk on each use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as F
+
+from ftkit.data import DataSplits
+from ftkit.data.transforms import IGNORE_INDEX, SampleDataset, resize_image, resize_mask
+from ftkit.errors import UsageError
+
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
+CLASSES_FILE = "classes.txt"
+SPLIT_SEED = 0
+SPLITS = ("train", "val")
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+Pair = tuple[Path, Path]
+T = TypeVar("T")
+
+
+class FolderSource:
+    """Image files read on each use; targets (resized masks or class ids) in memory."""
+
+    def __init__(self, images: list[Path], targets: list[torch.Tensor], image_size: int) -> None:
+        self.images = images
+        self.targets = targets
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def image(self, index: int) -> torch.Tensor:
+        with Image.open(self.images[index]) as im:
+            pixels = F.pil_to_tensor(im.convert("RGB"))
+        return resize_image(pixels, self.image_size)
+
+    def target(self, index: int) -> torch.Tensor:
+        return self.targets[index].long()
+
+
+def load_folder(
+    root: Path,
+    task: str,
+    *,
+    image_size: int,
+    val_fraction: float = 0.2,
+    num_classes: int | None = None,
+) -> DataSplits:
+    if not root.is_dir():
+        raise UsageError(f"dataset '{root}' is not a folder; expected builtin:NAME or a folder")
+    if not 0 < val_fraction < 1:
+        raise UsageError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    listed = _read_class_names(root)
+    if task == "segmentation":
+        return _segmentation(root, listed, image_size, val_fraction, num_classes)
+    return _classification(root, listed, image_size, val_fraction, num_classes)
+
+
+# --- segmentation -------------------------------------------------------------
+
+
+def _segmentation(
+    root: Path,
+    listed: list[str] | None,
+    image_size: int,
+    val_fraction: float,
+    num_classes: int | None,
+) -> DataSplits:
+    default_names: list[str] = []
+    if (root / "JPEGImages").is_dir() and (root / "SegmentationClass").is_dir():
+        pairs = {split: _voc_pairs(root, split) for split in SPLITS}
+        default_names = list(VOC_CLASSES)
+    elif _has_splits(root):
+        pairs = {split: _paired(root / split) for split in SPLITS}
+        for split, found in pairs.items():
+            if not found:
+                raise UsageError(
+                    f"split '{split}' of '{root}' has no samples; expected images in "
+                    f"'{root / split / 'images'}'"
+                )
+    elif (root / "images").is_dir() or (root / "masks").is_dir():
+        found = _paired(root)
+        if not found:
+            raise UsageError(f"dataset '{root}' is empty; expected images in '{root / 'images'}'")
+        pairs = dict(zip(SPLITS, _split(found, val_fraction, root), strict=True))
+    else:
+        raise UsageError(
+            f"'{root}' is not a segmentation dataset; expected images/ and masks/, "
+            f"train/ and val/ each with images/ and masks/, or Pascal VOC folders "
+            f"(JPEGImages/, SegmentationClass/)"
+        )
+
+    # Read every mask and decode every image now, so bad files fail before training.
+    masks: dict[str, list[torch.Tensor]] = {split: [] for split in SPLITS}
+    labels: list[tuple[Path, np.ndarray]] = []
+    for split in SPLITS:
+        for image, mask_path in pairs[split]:
+            size = _check_image(image, image_size)
+            mask = _read_mask(mask_path, image, size)
+            labels.append((mask_path, np.unique(mask)))
+            masks[split].append(resize_mask(torch.from_numpy(mask), image_size))
+
+    if num_classes is None:
+        known = listed or default_names
+        num_classes = len(known) if known else _infer_num_classes(labels, root)
+    elif listed and num_classes < len(listed):
+        raise UsageError(
+            f"--num-classes {num_classes} is fewer than the {len(listed)} classes "
+            f"listed in '{root / CLASSES_FILE}'"
+        )
+    for mask_path, values in labels:
+        bad = values[((values >= num_classes) | (values < 0)) & (values != IGNORE_INDEX)]
+        if bad.size:
+            raise UsageError(
+                f"mask '{mask_path}' has label {int(bad[-1])}, but there are {num_classes} "
+                f"classes; expected labels 0..{num_classes - 1} or {IGNORE_INDEX} (ignore)"
+            )
+    names = _pad_names((listed or default_names)[:num_classes], num_classes)
+    train, val = (
+        SampleDataset(FolderSource([p[0] for p in pairs[s]], masks[s], image_size), "segmentation")
+        for s in SPLITS
+    )
+    return DataSplits("segmentation", train, val, num_classes, names)
+
+
+def _paired(folder: Path) -> list[Pair]:
+    """Images of ``folder/images`` with their masks of the same stem in ``folder/masks``."""
+    images_dir, masks_dir = folder / "images", folder / "masks"
+    for needed in (images_dir, masks_dir):
+        if not needed.is_dir():
+            raise UsageError(f"'{needed}' not found; expected images/ and masks/ in '{folder}'")
+    masks = _by_stem(_image_files(masks_dir))
+    pairs = []
+    for stem, image in _by_stem(_image_files(images_dir)).items():
+        mask = masks.pop(stem, None)
+        if mask is None:
+            raise UsageError(f"image '{image}' has no mask; expected '{masks_dir / stem}.png'")
+        pairs.append((image, mask))
+    if masks:
+        orphan = next(iter(masks.values()))
+        raise UsageError(
+            f"mask '{orphan}' has no image; expected an image named '{orphan.stem}' "
+            f"in '{images_dir}'"
+        )
+    return pairs
+
+
+def _voc_pairs(root: Path, split: str) -> list[Pair]:
+    listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
+    if not listing.is_file():
+        raise UsageError(
+            f"'{listing}' not found; a Pascal VOC folder needs ImageSets/Segmentation/"
+            f"train.txt and val.txt listing image names"
+        )
+    stems = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
+    if not stems:
+        raise UsageError(f"split '{split}' of '{root}' has no samples; '{listing}' is empty")
+    pairs = []
+    for stem in stems:
+        image = root / "JPEGImages" / f"{stem}.jpg"
+        mask = root / "SegmentationClass" / f"{stem}.png"
+        if not image.is_file():
+            raise UsageError(f"'{listing}' lists '{stem}' but image '{image}' is missing")
+        if not mask.is_file():
+            raise UsageError(f"image '{image}' has no mask; expected '{mask}'")
+        pairs.append((image, mask))
+    return pairs
+
+
+def _read_mask(path: Path, image: Path, image_size: tuple[int, int]) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            mask = np.array(im)
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... on bad files
+        raise UsageError(
+            f"cannot read mask '{path}' ({_reason(exc)}); expected a PNG of label ids"
+        ) from exc
+    if mask.ndim != 2:
+        raise UsageError(
+            f"mask '{path}' has mode {mode}; expected a single-channel PNG of label ids "
+            f"(mode L or P)"
+        )
+    height, width = mask.shape
+    if (width, height) != image_size:
+        raise UsageError(
+            f"mask '{path}' is {width}x{height} but image '{image}' is "
+            f"{image_size[0]}x{image_size[1]}; expected the same size"
+        )
+    if mask.dtype == np.uint8:
+        return mask
+    # L, P and 1 modes give uint8/bool; I and I;16 masks may hold larger ids.
+    return mask.astype(np.uint8 if mask.dtype == np.bool_ else np.int32)
+
+
+def _infer_num_classes(labels: list[tuple[Path, np.ndarray]], root: Path) -> int:
+    found = [int(v) for _, values in labels for v in values if v != IGNORE_INDEX]
+    if not found:
+        raise UsageError(
+            f"the masks of '{root}' hold no labels other than {IGNORE_INDEX} (ignore); "
+            f"expected class ids 0, 1, ..."
+        )
+    if max(found) == 0:
+        raise UsageError(
+            f"the masks of '{root}' hold only label 0; expected at least two classes "
+            f"(or pass the number of classes)"
+        )
+    return max(found) + 1
+
+
+# --- classification -----------------------------------------------------------
+
+
+def _classification(
+    root: Path,
+    listed: list[str] | None,
+    image_size: int,
+    val_fraction: float,
+    num_classes: int | None,
+) -> DataSplits:
+    if _has_splits(root):
+        folders = {split: _class_folders(root / split) for split in SPLITS}
+        found = sorted(set(folders["train"]) | set(folders["val"]))
+    else:
+        if any((root / d).is_dir() for d in ("images", "masks", "JPEGImages")):
+            raise UsageError(
+                f"'{root}' looks like a segmentation dataset (images/ and masks/); "
+                f"use --task segmentation, or give one folder of images per class"
+            )
+        folders = {"all": _class_folders(root)}
+        found = sorted(folders["all"])
+    if not found:
+        raise UsageError(
+            f"'{root}' has no class folders; expected one folder of images per class "
+            f"('{root}/CLASS/*.png'), or train/CLASS/ and val/CLASS/"
+        )
+    names = listed or found
+    for split, split_folders in folders.items():
+        for name in split_folders:
+            if name not in names:
+                where = root if split == "all" else root / split
+                raise UsageError(
+                    f"class folder '{where / name}' is not listed in '{root / CLASSES_FILE}'"
+                )
+    if len(names) < 2:
+        raise UsageError(
+            f"'{root}' has only one class ('{names[0]}'); classification needs at least "
+            f"two class folders"
+        )
+    if num_classes is not None and num_classes < len(names):
+        raise UsageError(
+            f"--num-classes {num_classes} is fewer than the {len(names)} classes of "
+            f"'{root}' ({', '.join(names)})"
+        )
+
+    def samples(split_folders: dict[str, list[Path]]) -> list[tuple[Path, int]]:
+        return [(f, names.index(c)) for c, files in split_folders.items() for f in files]
+
+    if "all" in folders:
+        everything = samples(folders["all"])
+        if not everything:
+            raise UsageError(f"dataset '{root}' is empty; expected images in '{root}/CLASS/'")
+        splits = dict(zip(SPLITS, _split(everything, val_fraction, root), strict=True))
+    else:
+        splits = {split: samples(folders[split]) for split in SPLITS}
+        for split, items in splits.items():
+            if not items:
+                raise UsageError(
+                    f"split '{split}' of '{root}' has no samples; expected images in "
+                    f"'{root / split}/CLASS/'"
+                )
+    for items in splits.values():
+        for image, _ in items:
+            _check_image(image, image_size)
+    train, val = (
+        SampleDataset(
+            FolderSource(
+                [image for image, _ in splits[s]],
+                [torch.tensor(label, dtype=torch.int64) for _, label in splits[s]],
+                image_size,
+            ),
+            "classification",
+        )
+        for s in SPLITS
+    )
+    n = num_classes or len(names)
+    return DataSplits("classification", train, val, n, _pad_names(names, n))
+
+
+def _class_folders(folder: Path) -> dict[str, list[Path]]:
+    if not folder.is_dir():
+        raise UsageError(f"'{folder}' not found; expected train/ and val/ with class folders")
+    return {
+        d.name: sorted(f for f in d.rglob("*") if _is_image(f))
+        for d in sorted(folder.iterdir())
+        if d.is_dir() and not d.name.startswith(".")
+    }
+
+
+# --- shared -------------------------------------------------------------------
+
+
+def _check_image(path: Path, image_size: int) -> tuple[int, int]:
+    """Decode ``path`` once so a broken file fails now, not mid-epoch; its (w, h)."""
+    try:
+        with Image.open(path) as im:
+            size = im.size
+            # JPEGs may decode at a reduced scale: much faster, and still reads every byte.
+            im.draft("RGB", (image_size, image_size))
+            im.load()
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... on bad files
+        raise UsageError(
+            f"cannot read image '{path}' ({_reason(exc)}); expected a complete image file"
+        ) from exc
+    return size
+
+
+def _has_splits(root: Path) -> bool:
+    present = [(root / split).is_dir() for split in SPLITS]
+    if any(present) and not all(present):
+        have, missing = SPLITS if present[0] else SPLITS[::-1]
+        raise UsageError(
+            f"'{root}' has {have}/ but no {missing}/; expected both train/ and val/, "
+            f"or neither (then val is split off by val_fraction)"
+        )
+    return all(present)
+
+
+def _split(items: list[T], val_fraction: float, root: Path) -> tuple[list[T], list[T]]:
+    n = len(items)
+    n_val = max(1, round(n * val_fraction))
+    if n_val >= n:
+        raise UsageError(
+            f"dataset '{root}' has {n} sample(s), too few to split off a validation set "
+            f"(val_fraction {val_fraction}); expected at least 2, or train/ and val/ folders"
+        )
+    order = np.random.default_rng(SPLIT_SEED).permutation(n)
+    val = set(order[:n_val].tolist())
+    return [x for i, x in enumerate(items) if i not in val], [items[i] for i in sorted(val)]
+
+
+def _read_class_names(root: Path) -> list[str] | None:
+    path = root / CLASSES_FILE
+    if not path.is_file():
+        return None
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not names or len(set(names)) != len(names):
+        raise UsageError(f"'{path}' must list distinct class names, one a line, in label order")
+    return names
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if _is_image(f))
+
+
+def _is_image(path: Path) -> bool:
+    return (
+        path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
+    )
+
+
+def _by_stem(files: list[Path]) -> dict[str, Path]:
+    by_stem: dict[str, Path] = {}
+    for f in files:
+        if f.stem in by_stem:
+            raise UsageError(f"'{by_stem[f.stem]}' and '{f}' share a name; expected one per stem")
+        by_stem[f.stem] = f
+    return by_stem
+
+
+def _pad_names(names: list[str], num_classes: int) -> list[str]:
+    return [*names, *(f"class_{i}" for i in range(len(names), num_classes))]
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

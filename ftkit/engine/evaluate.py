@@ -1,0 +1,40 @@
+"""``ftkit eval``: the metrics of a checkpoint on a dataset's validation split."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from ftkit.config import Config
+from ftkit.engine import checkpoint as ckpt
+from ftkit.engine.loop import Loop
+from ftkit.engine.optim import make_optimizer
+from ftkit.engine.run import make_loss, pick_device
+from ftkit.models import normalization
+from ftkit.plugins.manager import Plugins
+from ftkit.prepare import open_data, prepare
+from ftkit.tasks import TASKS
+
+
+def evaluate_checkpoint(path: str, config: Config, plugins: Plugins) -> dict[str, Any]:
+    prepared = prepare(config, plugins)
+    state = ckpt.read_weights(path)
+    ckpt.load_weights(prepared.model, state, source=path, strict=True)
+    device = pick_device(config.device)
+    mean, std = normalization(prepared.model)
+    data = open_data(config, plugins, prepared.num_classes, mean=mean, std=std)
+    loader = DataLoader(data.val, batch_size=config.batch_size, num_workers=config.workers)
+    model = prepared.model.to(device)
+    loop = Loop(model, make_optimizer("adamw", model), device, amp=config.amp)
+    with torch.inference_mode():
+        metrics, _ = loop.evaluate(
+            loader, make_loss(prepared, data, plugins), TASKS[config.task], prepared.num_classes
+        )
+    return {
+        "checkpoint": path,
+        "samples": len(data.val),
+        **metrics,
+        "class_names": data.class_names,
+    }

@@ -1,0 +1,209 @@
+"""The training loop: one epoch of steps, and one evaluation.
+
+Read it top to bottom like nanoGPT's train.py. Every step computes the total
+gradient norm (logged, optionally clipped); a step whose loss or gradient is
+not finite is skipped with the weights untouched.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ftkit.engine.guards import GradNormAlert, NonFinite
+from ftkit.engine.optim import set_lr
+from ftkit.plan import Stage
+from ftkit.schedule import lr_factor
+from ftkit.tasks import Task
+
+
+class NonFiniteStop(Exception):
+    """Too many non-finite steps in a row."""
+
+
+@dataclass
+class EpochProgress:
+    """An epoch's running totals. Kept on the loop so that an interrupted epoch
+    can be checkpointed and resumed at the exact batch where it stopped."""
+
+    batches: int = 0  # batches consumed
+    steps: int = 0  # optimizer steps, skipped ones included
+    skipped: int = 0
+    images: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    norms: list[float] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    complete: bool = False
+
+    @property
+    def loss(self) -> float:
+        return sum(self.losses) / len(self.losses) if self.losses else math.nan
+
+    @property
+    def grad_norm_mean(self) -> float:
+        return sum(self.norms) / len(self.norms) if self.norms else math.nan
+
+    @property
+    def grad_norm_max(self) -> float:
+        return max(self.norms) if self.norms else math.nan
+
+
+@dataclass
+class Loop:
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    accumulate: int = 1
+    amp: str = "off"
+    clip_grad_norm: float | None = None
+    alert: GradNormAlert = field(default_factory=lambda: GradNormAlert(10.0))
+    nonfinite: NonFinite = field(default_factory=lambda: NonFinite(5))
+    scaler: Any = None
+    progress: EpochProgress | None = None  # the epoch in progress, if any
+
+    def __post_init__(self) -> None:
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
+
+    def autocast(self) -> Any:
+        if self.amp == "off":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def train_epoch(self, loader: Iterable[Any], loss_fn: Callable[..., torch.Tensor],
+                    stage: Stage, stage_step: int, steps_per_epoch: int,
+                    on_batch: Callable[[float, int], None] | None = None,
+                    interrupted: Callable[[], bool] = lambda: False) -> EpochProgress:
+        """Train for one epoch, or the rest of the one in progress.
+
+        ``stage_step`` is the optimizer step within the stage at which the
+        epoch started (the schedule's clock); ``loader`` yields the batches
+        not yet consumed. Returns early, with ``complete`` False, when
+        ``interrupted()`` turns true at a step boundary.
+        """
+        total_steps = stage.epochs * steps_per_epoch
+        warmup = round(stage.warmup_epochs * steps_per_epoch)
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        epoch = self.progress = self.progress or EpochProgress()
+        start, bad = time.perf_counter(), False
+        self.optimizer.zero_grad(set_to_none=True)
+        for x, y in loader:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with self.autocast():
+                loss = loss_fn(self.model(x), y)
+            value = float(loss.detach())
+            if math.isfinite(value):
+                self.scaler.scale(loss / self.accumulate).backward()
+                epoch.losses.append(value)
+            else:
+                bad = True  # poisons the whole accumulated step
+            epoch.batches += 1
+            epoch.images += x.shape[0]
+            if epoch.batches % self.accumulate:
+                continue  # a trailing partial accumulation is dropped with the epoch
+            norm = self._step(params, bad, stage, stage_step + epoch.steps, total_steps, warmup)
+            bad = False
+            epoch.steps += 1
+            if norm is None:
+                epoch.skipped += 1
+                if self.nonfinite.skipped():
+                    raise NonFiniteStop(f"{self.nonfinite.streak} non-finite steps in a row")
+            else:
+                self.nonfinite.ok()
+                epoch.norms.append(norm)
+                note = self.alert.update(norm)
+                if note:
+                    epoch.warnings.append(note)
+            if on_batch:
+                on_batch(value, x.shape[0])
+            if interrupted():
+                break
+        else:
+            epoch.complete = True
+        epoch.seconds += time.perf_counter() - start
+        if epoch.complete:
+            self.progress = None
+        return epoch
+
+    def _step(
+        self,
+        params: list[torch.Tensor],
+        bad: bool,
+        stage: Stage,
+        step: int,
+        total: int,
+        warmup: int,
+    ) -> float | None:
+        """One optimizer step; None when it was skipped as non-finite."""
+        if bad:
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.scaler.unscale_(self.optimizer)
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        value = float(norm)
+        if not math.isfinite(value) and not self.scaler.is_enabled():
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        if self.clip_grad_norm is not None:
+            torch.nn.utils.clip_grads_with_norm_(params, self.clip_grad_norm, norm)
+        set_lr(self.optimizer, lr_factor(stage.schedule, step, total, warmup))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return value
+
+    @torch.no_grad()
+    def evaluate(
+        self,
+        loader: DataLoader,
+        loss_fn: Callable[..., torch.Tensor],
+        task: Task,
+        num_classes: int,
+        keep: int = 4,
+    ) -> tuple[dict[str, Any], list[Any]]:
+        """Validation loss and metrics, plus a few (image, target, prediction)
+        samples for the loggers."""
+        self.model.eval()
+        metrics = task.metrics(num_classes, self.device)
+        losses, samples = [], []
+        for x, y in loader:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with self.autocast():
+                logits = self.model(x)
+                losses.append(loss_fn(logits, y).float() * x.shape[0])
+            metrics.update(logits.float(), y)
+            if len(samples) < keep:
+                preds = logits.argmax(1)
+                samples += [
+                    (x[j].cpu(), y[j].cpu(), preds[j].cpu())
+                    for j in range(min(keep - len(samples), x.shape[0]))
+                ]
+        result = {f"val_{k}": v for k, v in metrics.compute().items()}
+        count = len(loader.dataset)  # type: ignore[arg-type]
+        result["val_loss"] = float(torch.stack(losses).sum()) / max(count, 1)
+        return result, samples
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "alert": vars(self.alert).copy(),
+            "nonfinite": vars(self.nonfinite).copy(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        vars(self.alert).update(state["alert"])
+        vars(self.nonfinite).update(state["nonfinite"])
+        self.progress = EpochProgress(**state["progress"]) if state["progress"] else None

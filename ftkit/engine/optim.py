@@ -1,0 +1,65 @@
+"""The optimizer across stages, and freezing.
+
+One optimizer lives for the whole run. At a stage change its param groups are
+rebuilt from the plan: parameters that keep training keep their state (state
+is keyed by the tensor), newly unfrozen ones start fresh, and frozen ones lose
+theirs. Frozen means ``requires_grad=False``: no gradient, no state, no decay.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ftkit.plan import Stage
+
+
+def make_optimizer(kind: str, model: nn.Module) -> torch.optim.Optimizer:
+    # Groups are filled by apply_stage; a placeholder keeps the constructor happy.
+    placeholder = [{"params": [next(model.parameters())], "lr": 0.0}]
+    if kind == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(placeholder, lr=0.0, momentum=0.9)
+    else:
+        optimizer = torch.optim.AdamW(placeholder, lr=0.0)
+    optimizer.param_groups.clear()
+    return optimizer
+
+
+def apply_stage(model: nn.Module, optimizer: torch.optim.Optimizer, stage: Stage) -> None:
+    params = dict(model.named_parameters())
+    trainable = set(stage.trainable)
+    for name, param in params.items():
+        param.requires_grad_(name in trainable)
+        if name not in trainable:
+            param.grad = None
+            optimizer.state.pop(param, None)
+    optimizer.param_groups.clear()
+    for group in stage.groups:
+        optimizer.add_param_group(
+            {
+                "params": [params[p] for p in group.params],
+                "lr": group.lr,
+                "initial_lr": group.lr,  # the schedule scales this, per group
+                "weight_decay": group.weight_decay,
+                "name": group.name,
+            }
+        )
+
+
+def set_train_mode(model: nn.Module, stage: Stage) -> None:
+    """Train mode, except BatchNorm whose parameters are all frozen when the
+    stage says so: its running statistics then stay those of the checkpoint."""
+    model.train()
+    if stage.bn_mode != "eval" or not stage.frozen:
+        return
+    frozen = set(stage.frozen)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            names = [f"{name}.{p}" if name else p for p, _ in module.named_parameters()]
+            if names and all(n in frozen for n in names):
+                module.eval()
+
+
+def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * factor

@@ -1,0 +1,456 @@
+"""``ftkit run``: set up a run directory, execute the plan, write the summary.
+
+The order is linear: prepare (the same code path as ``ftkit plan``), load
+weights, data and loss; evaluate the baseline as epoch 0 when starting from a
+checkpoint; then the epochs, each ending with validation, hooks, checkpoints
+and the guards. Everything that changes from epoch to epoch lives in
+``RunState`` and in ``checkpoints/last.pt``, so a resumed run continues
+exactly where the checkpoint was written.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ftkit import __version__
+from ftkit.config import Config
+from ftkit.engine import checkpoint as ckpt
+from ftkit.engine.guards import BaselineGuard, EarlyStopping, GradNormAlert, NonFinite
+from ftkit.engine.loop import EpochProgress, Loop, NonFiniteStop
+from ftkit.engine.optim import apply_stage, make_optimizer, set_train_mode
+from ftkit.engine.resume import open_resume
+from ftkit.engine.summary import summarize, summary_table
+from ftkit.errors import UsageError
+from ftkit.plan import Plan
+from ftkit.plugins.manager import Plugins
+from ftkit.prepare import Prepared, open_data, prepare
+from ftkit.report import fmt_lr
+from ftkit.tasks import TASKS, Task
+
+EXIT_OK, EXIT_GUARD, EXIT_INTERRUPTED = 0, 3, 130
+GUARD_STOPS = ("baseline-guard", "non-finite")
+
+
+@dataclass
+class Run:
+    """What lifecycle hooks see of a run."""
+
+    config: Config
+    plan: Plan
+    model: torch.nn.Module
+    dir: Path
+    task: Task
+    class_names: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    start_epoch: int = 1
+    samples: list[Any] = field(default_factory=list)
+    stop_reason: str | None = None
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the engine to stop after the current epoch (for adaptive plugins)."""
+        self.stop_reason = self.stop_reason or reason
+
+
+@dataclass
+class RunState:
+    """Everything besides weights and optimizer that a resume needs."""
+
+    epoch: int = 0  # last completed epoch
+    stage_index: int = -1
+    stage_step: int = 0  # optimizer steps into the current stage
+    stopper: dict[str, Any] = field(default_factory=dict)
+    guard: dict[str, Any] | None = None
+    baseline: dict[str, Any] | None = None
+    best: dict[str, Any] | None = None
+    last: dict[str, Any] | None = None
+
+
+class EpochSampler(Sampler[int]):
+    """A shuffle that is a function of (seed, epoch), able to start mid-epoch:
+    a resumed run replays exactly the batches the interrupted one would have."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch, self.skip = size, seed, 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=g)[self.skip:].tolist())
+
+    def __len__(self) -> int:
+        return self.size - self.skip
+
+
+class Interrupt:
+    """SIGINT and SIGTERM stop training at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __enter__(self) -> Interrupt:
+        self.previous = {s: signal.signal(s, self._handle)
+                         for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def warn(message: str) -> None:
+    print(f"ftkit: warning: {message}", file=sys.stderr, flush=True)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device: unknown device '{name}'; use cpu, cuda, cuda:N or "
+                         f"auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def run_dir_for(config: Config) -> Path:
+    if config.out:
+        path = Path(config.out)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise UsageError(f"--out '{path}' already exists and is not empty; use --resume "
+                             f"{path} to continue it, or choose another --out")
+        return path
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path("runs") / f"{stamp}-{config.strategy}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = Path("runs") / f"{stamp}-{config.strategy}-{suffix}"
+    return path
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
+    saved: dict[str, Any] | None = None
+    if resume:
+        opened = open_resume(resume, config)
+        if opened is None:
+            return EXIT_OK
+        run_dir, config, saved = opened
+    seed_everything(config.seed)
+    device = pick_device(config.device)
+    prepared = prepare(config, plugins)
+    task = TASKS[config.task]
+    model = prepared.model
+    notes = [] if saved else load_start_weights(prepared)
+    from ftkit.models import normalization
+
+    mean, std = normalization(model)
+    data = open_data(config, plugins, prepared.num_classes, mean=mean, std=std)
+    if len(data.train) < config.batch_size * config.accumulate:
+        raise UsageError(f"the training split has {len(data.train)} samples, fewer than one "
+                         f"step (--batch-size {config.batch_size} x --accumulate "
+                         f"{config.accumulate})")
+    if len(data.val) == 0:
+        raise UsageError(f"the validation split of '{config.data}' is empty")
+    loss_fn = make_loss(prepared, data, plugins)
+
+    if not saved:
+        run_dir = run_dir_for(config)
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.toml").write_text(config.to_toml())
+        (run_dir / "plan.json").write_text(json.dumps(prepared.plan.to_json(), indent=2) + "\n")
+        for note in notes:
+            say(note)
+        for warning in prepared.plan.warnings:
+            warn(warning)
+
+    model.to(device)
+    loop = Loop(model, make_optimizer(config.optimizer, model), device, config.accumulate,
+                config.amp, config.clip_grad_norm, GradNormAlert(config.grad_norm_alert),
+                NonFinite(config.max_nonfinite_steps))
+    sampler = EpochSampler(len(data.train), config.seed)
+    train_loader = DataLoader(data.train, batch_size=config.batch_size, sampler=sampler,
+                              drop_last=True, num_workers=config.workers,
+                              pin_memory=device.type == "cuda",
+                              persistent_workers=config.workers > 0)
+    val_loader = DataLoader(data.val, batch_size=config.batch_size, shuffle=False,
+                            num_workers=config.workers, pin_memory=device.type == "cuda")
+    steps_per_epoch = (len(data.train) // config.batch_size) // config.accumulate
+    monitor = config.monitor or task.monitor
+    plan = prepared.plan
+    state = RunState(stopper=asdict(EarlyStopping(monitor, config.patience, config.min_delta)))
+    run = Run(config, plan, model, run_dir, task, data.class_names, mean, std)
+    metrics_path = run_dir / "metrics.jsonl"
+    last_path = run_dir / "checkpoints" / ckpt.LAST
+
+    if saved:
+        state = restore(saved, model, loop, plan)
+        run.start_epoch = state.epoch + 1
+        keep_rows_up_to(metrics_path, state.epoch)
+        say(f"resuming {run_dir} after epoch {state.epoch}"
+            + (f", batch {loop.progress.batches}" if loop.progress else ""))
+    stopper = EarlyStopping(**state.stopper)
+    plugins.hook.ftkit_run_start(run=run)
+
+    if config.start_from and state.baseline is None:
+        state.baseline, _ = loop.evaluate(val_loader, loss_fn, task, prepared.num_classes)
+        record = {"stage": "baseline", "epoch": 0, **state.baseline}
+        append_jsonl(metrics_path, record)
+        say(epoch_line(record, monitor))
+        plugins.hook.ftkit_epoch_end(run=run, record=record)
+        if config.guard:
+            state.guard = asdict(BaselineGuard(
+                state.baseline[monitor], state.baseline["val_loss"], config.guard_epochs,
+                config.guard_tolerance))
+    guard = BaselineGuard(**state.guard) if state.guard else None
+
+    def save_last() -> None:
+        state.stopper = asdict(stopper)
+        state.guard = asdict(guard) if guard else None
+        ckpt.save_state(last_path, {
+            "model": model.state_dict(), "loop": loop.state_dict(), "run": asdict(state),
+            "rng": rng_state(), "config": config.to_toml(),
+            "versions": {"ftkit": __version__, "torch": torch.__version__},
+            "threads": torch.get_num_threads(),
+        })
+
+    stop_reason = "completed"
+    with Interrupt() as interrupted:
+        for epoch in range(state.epoch + 1, plan.epochs + 1):
+            index = plan.stage_at(epoch)
+            stage = plan.stages[index]
+            if index != state.stage_index:
+                state.stage_index, state.stage_step = index, 0
+                enter_stage(run, loop, index, plugins)
+            set_train_mode(model, stage)
+            resumed = loop.progress is not None
+            if not resumed:
+                # An epoch's shuffle, augmentation and dropout are a function of
+                # (seed, epoch), so replaying an epoch replays it exactly.
+                torch.manual_seed(config.seed * 100_003 + epoch)
+            sampler.set_epoch(epoch, skip=loop.progress.batches * config.batch_size
+                              if loop.progress else 0)
+            if resumed:
+                set_rng_state(saved["rng"])  # type: ignore[index]
+            bar, on_batch = progress_bar(epoch, plan.epochs, len(train_loader))
+            try:
+                progress = loop.train_epoch(train_loader, loss_fn, stage, state.stage_step,
+                                            steps_per_epoch, on_batch, interrupted)
+            except NonFiniteStop as exc:
+                warn(f"{exc}; stopping with the last finite weights")
+                stop_reason = "non-finite"
+                break
+            finally:
+                bar.close()
+            if not progress.complete:
+                save_last()
+                name = signal.Signals(interrupted.signal or signal.SIGINT).name
+                warn(f"{name}: stopped at batch {progress.batches} of epoch {epoch}; "
+                     f"resume with: ftkit run --resume {run_dir}")
+                return EXIT_INTERRUPTED
+            state.stage_step += progress.steps
+            for note in progress.warnings:
+                warn(note)
+            val, run.samples = loop.evaluate(val_loader, loss_fn, task, prepared.num_classes)
+            record = epoch_record(epoch, stage.name, progress, val, loop)
+            state.epoch, state.last = epoch, record
+            append_jsonl(metrics_path, record)
+            say(epoch_line(record, monitor))
+            plugins.hook.ftkit_epoch_end(run=run, record=record)
+            if stopper.update(epoch, record):
+                state.best = record
+                ckpt.save_weights(run_dir / "checkpoints" / ckpt.BEST, model.state_dict())
+            save_last()
+            if guard is not None and guard.update(record[monitor], record["val_loss"]):
+                stop_reason = "baseline-guard"
+            elif stopper.should_stop:
+                stop_reason = "early-stopping"
+            elif run.stop_reason:
+                stop_reason = run.stop_reason
+            if stop_reason != "completed":
+                break
+
+    summary = summarize(
+        stop_reason=stop_reason, monitor=monitor, final=state.last, best=state.best,
+        baseline=state.baseline, class_names=data.class_names,
+        label_counts=data.label_counts(), per_class=task.per_class, guard=guard, lr=config.lr)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plugins.hook.ftkit_run_end(run=run, summary=summary)
+    say(summary_table(summary, task.per_class))
+    if "diagnosis_message" in summary:
+        (warn if summary["diagnosis"] != "healthy" else say)(
+            f"diagnosis {summary['diagnosis']}: {summary['diagnosis_message']}")
+    best = f"{stopper.best:.4f} at epoch {stopper.best_epoch}" if stopper.best is not None \
+        else "-"
+    say(f"{stop_reason} after {summary['epochs_run']} epoch(s); best {monitor} {best}")
+    say(f"run directory: {run_dir}\nview it with: tensorboard --logdir {run_dir / 'tb'}")
+    return EXIT_GUARD if stop_reason in GUARD_STOPS else EXIT_OK
+
+
+def enter_stage(run: Run, loop: Loop, index: int, plugins: Plugins) -> None:
+    stage = run.plan.stages[index]
+    apply_stage(run.model, loop.optimizer, stage)
+    trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
+    lrs = ", ".join(f"{g.name} {fmt_lr(g.lr)}" for g in stage.groups
+                    if not g.name.endswith("/no_decay"))
+    say(f"stage {index + 1}/{len(run.plan.stages)} '{stage.name}': {lrs}; "
+        f"{trainable:,} trainable parameters")
+    plugins.hook.ftkit_stage_start(run=run, stage=stage, index=index)
+
+
+def restore(saved: dict[str, Any], model: torch.nn.Module, loop: Loop, plan: Plan) -> RunState:
+    state = RunState(**saved["run"])
+    model.load_state_dict(saved["model"])
+    if state.stage_index >= 0:
+        # The optimizer's groups must be those of the stage before its state loads.
+        apply_stage(model, loop.optimizer, plan.stages[state.stage_index])
+    loop.load_state_dict(saved["loop"])
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+            "numpy": torch.from_numpy(keys.astype(np.int64)), "numpy_pos": pos,
+            "numpy_gauss": [has_gauss, gauss]}
+
+
+def set_rng_state(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    random.setstate((3, tuple(rng["python"]), None))
+    np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), rng["numpy_pos"],
+                         *rng["numpy_gauss"]))
+
+
+def keep_rows_up_to(path: Path, epoch: int) -> None:
+    """Drop the metrics rows an interrupted run wrote after its checkpoint."""
+    if not path.exists():
+        return
+    rows = [line for line in path.read_text().splitlines()
+            if line and json.loads(line)["epoch"] <= epoch]
+    path.write_text("".join(row + "\n" for row in rows))
+
+
+def load_start_weights(prepared: Prepared) -> list[str]:
+    config = prepared.config
+    source = config.start_from or config.weights
+    if not source:
+        return []
+    state = ckpt.read_weights(source)
+    head = prepared.anatomy.params_of(prepared.anatomy.head)
+    # A converged baseline must match exactly; pretrained weights may differ in the head.
+    return ckpt.load_weights(
+        prepared.model, state, source=source, head=head, strict=bool(config.start_from)
+    )
+
+
+def make_loss(prepared: Prepared, data: Any, plugins: Plugins) -> Any:
+    from ftkit.losses import build_loss, class_weights, parse_class_weights
+
+    weights = None
+    if prepared.class_weights:
+        parsed = parse_class_weights(prepared.class_weights, prepared.num_classes)
+        weights = class_weights(parsed, data.label_counts()) if isinstance(parsed, str) else parsed
+        say(
+            "class weights ("
+            + (parsed if isinstance(parsed, str) else "given")
+            + "): "
+            + ", ".join(f"{n} {w:.3g}" for n, w in zip(data.class_names, weights, strict=False))
+        )
+    task = TASKS[prepared.config.task]
+    return build_loss(
+        prepared.loss,
+        plugins.losses,
+        task=task.name,
+        num_classes=prepared.num_classes,
+        class_weights=weights,
+        ignore_index=task.ignore_index,
+        label_smoothing=prepared.config.label_smoothing,
+    )
+
+
+def epoch_record(
+    epoch: int, stage: str, stats: EpochProgress, val: dict[str, Any], loop: Loop
+) -> dict[str, Any]:
+    lrs: dict[str, float] = {}
+    for group in loop.optimizer.param_groups:
+        lrs.setdefault(group["name"].split("/")[0], group["lr"])
+    return {
+        "stage": stage,
+        "epoch": epoch,
+        "train_loss": stats.loss,
+        **val,
+        "lr": lrs,
+        "grad_norm": {"mean": stats.grad_norm_mean, "max": stats.grad_norm_max},
+        "skipped_steps": stats.skipped,
+        "seconds": round(stats.seconds, 3),
+        "images_per_second": round(stats.images / max(stats.seconds, 1e-9), 1),
+    }
+
+
+def epoch_line(record: dict[str, Any], monitor: str) -> str:
+    parts = [f"epoch {record['epoch']:>3} [{record['stage']}]"]
+    if "train_loss" in record:
+        parts.append(f"train_loss {record['train_loss']:.4f}")
+    parts.append(f"val_loss {record['val_loss']:.4f}")
+    parts.append(f"{monitor} {record.get(monitor, float('nan')):.4f}")
+    if "seconds" in record:
+        parts.append(f"{record['seconds']:.1f}s")
+    return "  ".join(parts)
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def progress_bar(epoch: int, total: int, batches: int) -> tuple[Any, Any]:
+    """A tqdm bar (only on a terminal) and the callback that advances it."""
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=batches, desc=f"epoch {epoch}/{total}", leave=False, disable=None, unit="batch"
+    )
+    start, images = time.perf_counter(), 0
+
+    def advance(loss: float, n: int) -> None:
+        nonlocal images
+        images += n
+        rate = images / max(time.perf_counter() - start, 1e-9)
+        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.0f}")
+        bar.update(1)
+
+    return bar, advance

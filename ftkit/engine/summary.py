@@ -1,0 +1,107 @@
+"""The end of a run: ``summary.json`` and the table printed to the user.
+
+When the run started from a baseline, the summary compares the baseline with
+the final and best weights class by class, marking the rarest classes (by
+their share of the training labels): a loss switch exists for them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ftkit.engine.guards import BaselineGuard
+from ftkit.report import fmt_lr
+
+DIAGNOSES = {
+    "lr-too-high": "{monitor} fell below the baseline ({base:.4f}) and kept falling: the LR "
+    "is too high and is destroying what the baseline learned; try --lr {lower}",
+    "lr-too-low": "{monitor} and val_loss barely moved from the baseline in the first "
+    "{epochs} epoch(s): the LR is too low to change anything; try --lr {higher}",
+    "healthy": "{monitor} moved from the baseline without collapsing: the LR looks right",
+}
+
+
+def diagnosis_message(guard: BaselineGuard, monitor: str, lr: float) -> str:
+    return DIAGNOSES.get(guard.diagnosis, guard.diagnosis).format(
+        monitor=monitor, base=guard.baseline_metric, epochs=len(guard.history),
+        lower=fmt_lr(lr / 10), higher=fmt_lr(lr * 10))
+
+
+def rare_classes(counts: list[int], class_names: list[str]) -> list[str]:
+    """The rarest class, and any other with under a quarter of the median
+    class's share of the training labels."""
+    if not counts:
+        return []
+    median = sorted(counts)[len(counts) // 2]
+    rarest = min(range(len(counts)), key=counts.__getitem__)
+    return [name for i, (name, c) in enumerate(zip(class_names, counts))
+            if i == rarest or c < median / 4]
+
+
+def summarize(*, stop_reason: str, monitor: str, final: dict[str, Any] | None,
+              best: dict[str, Any] | None, baseline: dict[str, Any] | None,
+              class_names: list[str], label_counts: list[int], per_class: str,
+              guard: BaselineGuard | None, lr: float) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "stop_reason": stop_reason,
+        "monitor": monitor,
+        "epochs_run": final["epoch"] if final else 0,
+        "final": final,
+        "best": best,
+        "class_names": class_names,
+        "label_counts": label_counts,
+        "rare_classes": rare_classes(label_counts, class_names),
+    }
+    if guard is not None:
+        summary["diagnosis"] = guard.diagnosis
+        summary["diagnosis_message"] = diagnosis_message(guard, monitor, lr)
+    if baseline is not None:
+        summary["baseline"] = baseline
+        if final is not None:
+            summary["delta"] = {monitor: final[monitor] - baseline[monitor]}
+            key = f"val_{per_class}"
+            summary["delta_per_class"] = {
+                name: _delta(f, b)
+                for name, f, b in zip(class_names, final[key], baseline[key])
+            }
+    return summary
+
+
+def _delta(after: float, before: float) -> float | None:
+    value = after - before
+    return None if math.isnan(value) else value
+
+
+def summary_table(summary: dict[str, Any], per_class: str) -> str:
+    monitor = summary["monitor"]
+    key = f"val_{per_class}"
+    names = ["baseline", "final", "best"] if summary.get("baseline") else ["final", "best"]
+    columns = [summary[name] for name in names]
+    if any(column is None for column in columns):
+        return ""
+    rows = [("", *names)]
+
+    def cells(value_of: Any) -> list[str]:
+        return [_fmt(value_of(c)) for c in columns]
+
+    rows.append((monitor, *cells(lambda c: c.get(monitor))))
+    rows.append(("val_loss", *cells(lambda c: c.get("val_loss"))))
+    rare = set(summary["rare_classes"])
+    for i, name in enumerate(summary["class_names"]):
+        label = f"{per_class[:-len('_per_class')]} {name}" + (" (rare)" if name in rare else "")
+        rows.append((label, *cells(lambda c, i=i: c[key][i])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.rjust(w) if j else cell.ljust(w)
+                       for j, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    if summary.get("delta_per_class"):
+        deltas = ", ".join(f"{name} {_fmt(d, signed=True)}" + ("*" if name in rare else "")
+                           for name, d in summary["delta_per_class"].items())
+        lines.append(f"change per class (final - baseline; * rare): {deltas}")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"

@@ -1,0 +1,124 @@
+"""TensorBoard logging: a built-in plugin on the engine's lifecycle hooks.
+
+Writes to ``RUN_DIR/tb``: losses, every metric, IoU per class, LR per group,
+gradient-norm statistics, trainable parameters, stage changes, the plan as
+text, and input | truth | prediction panels of a few validation images.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from ftkit.plugins.manager import hookimpl
+
+_writers: dict[int, Any] = {}
+
+
+@hookimpl
+def ftkit_run_start(run):
+    from torch.utils.tensorboard import SummaryWriter
+
+    # purge_step drops events a crashed run wrote after its last checkpoint,
+    # so a resumed run never logs a step twice or goes backwards.
+    writer = SummaryWriter(str(run.dir / "tb"), purge_step=run.start_epoch)
+    _writers[id(run)] = writer
+    if run.start_epoch <= 1:
+        plan = json.dumps(run.plan.to_json(), indent=2)
+        writer.add_text("plan", f"```\n{plan}\n```", 0)
+
+
+@hookimpl
+def ftkit_stage_start(run, stage, index):
+    writer = _writers[id(run)]
+    step = run.plan.epochs and sum(s.epochs for s in run.plan.stages[:index]) + 1
+    trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
+    writer.add_scalar("stage/index", index, step)
+    writer.add_scalar("params/trainable", trainable, step)
+    writer.add_text("stage", f"stage {index + 1} '{stage.name}': {trainable:,} trainable", step)
+
+
+@hookimpl
+def ftkit_epoch_end(run, record):
+    writer = _writers[id(run)]
+    step = record["epoch"]
+    for tag, value in scalars(record, run.class_names):
+        writer.add_scalar(tag, value, step)
+    if run.samples:
+        writer.add_image("val/input|truth|prediction", panels(run), step, dataformats="CHW")
+    writer.flush()
+
+
+@hookimpl
+def ftkit_run_end(run, summary):
+    writer = _writers.pop(id(run), None)
+    if writer is None:
+        return
+    if "diagnosis" in summary:
+        writer.add_text("diagnosis", summary["diagnosis"], summary.get("epochs_run", 0))
+    writer.add_text("stop_reason", summary["stop_reason"], summary.get("epochs_run", 0))
+    writer.close()
+
+
+def scalars(record: dict[str, Any], class_names: list[str]) -> list[tuple[str, float]]:
+    """The record's numbers as TensorBoard tags."""
+    out = []
+    for key, value in record.items():
+        if key in ("train_loss", "val_loss"):
+            out.append((f"loss/{key[:-5]}", value))
+        elif key.endswith("_per_class") and isinstance(value, list):
+            metric = key[4 : -len("_per_class")] if key.startswith("val_") else key
+            out += [
+                (f"{metric}_per_class/{name}", v)
+                for name, v in zip(class_names, value, strict=False)
+            ]
+        elif key == "lr":
+            out += [(f"lr/{name}", v) for name, v in value.items()]
+        elif key == "grad_norm":
+            out += [(f"grad_norm/{k}", v) for k, v in value.items()]
+        elif key.startswith("val_") and isinstance(value, float):
+            out.append((f"val/{key[4:]}", value))
+        elif key in ("seconds", "images_per_second", "skipped_steps"):
+            out.append((f"speed/{key}" if key != "skipped_steps" else "guard/skipped_steps", value))
+    return [
+        (tag, float(v))
+        for tag, v in out
+        if isinstance(v, (int, float)) and not math.isnan(float(v))
+    ]
+
+
+def panels(run: Any) -> Any:
+    """Rows of input | truth | prediction, masks in a fixed palette."""
+    import torch
+
+    mean = torch.tensor(run.mean).view(3, 1, 1)
+    std = torch.tensor(run.std).view(3, 1, 1)
+    palette = torch.tensor(_palette(len(run.class_names)), dtype=torch.float32) / 255
+    rows = []
+    for image, target, pred in run.samples:
+        image = (image.float() * std + mean).clamp(0, 1)
+        if target.ndim != 2:  # classification: the image alone
+            rows.append(image)
+            continue
+        truth = palette[target.clamp(0, len(palette) - 1)].permute(2, 0, 1)
+        truth[:, target == 255] = 1.0
+        guess = palette[pred.clamp(0, len(palette) - 1)].permute(2, 0, 1)
+        rows.append(torch.cat([image, truth, guess], dim=2))
+    return torch.cat(rows, dim=1)
+
+
+def _palette(n: int) -> list[list[int]]:
+    base = [
+        [0, 0, 0],
+        [230, 25, 75],
+        [60, 180, 75],
+        [255, 225, 25],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [210, 245, 60],
+    ]
+    return [base[i % len(base)] for i in range(max(n, 1))]

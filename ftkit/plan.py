@@ -1,0 +1,164 @@
+"""The plan: stages of parameter groups with absolute LRs. Plan is data.
+
+``make_plan`` runs a strategy on an anatomy and adds what every plan shares:
+the weight-decay split, BatchNorm mode, schedule, loss, the frozen list and
+the LR lint. ``ftkit plan`` prints it; the engine executes exactly it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ftkit.anatomy import Anatomy
+from ftkit.errors import UsageError
+from ftkit.strategy import PlanRequest, Strategy
+
+
+@dataclass(frozen=True)
+class ParamGroup:
+    name: str
+    lr: float
+    weight_decay: float
+    params: tuple[str, ...]
+    num_params: int
+    bn_mode: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    epochs: int
+    loss: str
+    schedule: str
+    warmup_epochs: float
+    groups: tuple[ParamGroup, ...]
+    frozen: tuple[str, ...]
+    bn_mode: str  # BatchNorm in the frozen layers; BatchNorm in trained groups trains
+
+    @property
+    def trainable(self) -> tuple[str, ...]:
+        return tuple(p for g in self.groups for p in g.params)
+
+
+@dataclass(frozen=True)
+class Plan:
+    strategy: str
+    stages: tuple[Stage, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def epochs(self) -> int:
+        return sum(s.epochs for s in self.stages)
+
+    def stage_at(self, epoch: int) -> int:
+        """Index of the stage that runs (1-based) ``epoch``."""
+        end = 0
+        for index, stage in enumerate(self.stages):
+            end += stage.epochs
+            if epoch <= end:
+                return index
+        return len(self.stages) - 1
+
+    def to_json(self) -> dict[str, Any]:
+        stages = []
+        for stage in self.stages:
+            data = asdict(stage)
+            data["groups"] = [{**asdict(g), "params": list(g.params)} for g in stage.groups]
+            data["frozen"] = list(stage.frozen)
+            stages.append(data)
+        return {"strategy": self.strategy, "stages": stages, "warnings": list(self.warnings)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        stages = tuple(
+            Stage(
+                **{
+                    **s,
+                    "frozen": tuple(s["frozen"]),
+                    "groups": tuple(
+                        ParamGroup(**{**g, "params": tuple(g["params"])}) for g in s["groups"]
+                    ),
+                }
+            )
+            for s in data["stages"]
+        )
+        return cls(data["strategy"], stages, tuple(data.get("warnings", ())))
+
+
+def make_plan(
+    strategy: Strategy,
+    anatomy: Anatomy,
+    request: PlanRequest,
+    *,
+    loss: str,
+    warnings: tuple[str, ...] = (),
+) -> Plan:
+    opts = request.options
+    if opts.get("regroup"):
+        anatomy = anatomy.regroup(opts["regroup"])
+    stages = []
+    for spec in strategy.build(anatomy, request):
+        if spec.epochs < 1:
+            raise UsageError(
+                f"strategy '{strategy.name}': stage '{spec.name}' has "
+                f"{spec.epochs} epochs; raise --epochs"
+            )
+        seen: set[str] = set()
+        groups: list[ParamGroup] = []
+        for g in spec.groups:
+            if not (math.isfinite(g.lr) and g.lr > 0):
+                raise UsageError(
+                    f"strategy '{strategy.name}': group '{g.name}' in stage "
+                    f"'{spec.name}' has LR {g.lr:g}; LRs must be finite and > 0"
+                )
+            if seen.intersection(g.params):
+                raise UsageError(
+                    f"strategy '{strategy.name}': a parameter of group '{g.name}' "
+                    f"is in two groups of stage '{spec.name}'"
+                )
+            seen.update(g.params)
+            groups += _split_decay(g.name, g.params, g.lr, opts["weight_decay"], anatomy)
+        frozen = tuple(p for p in anatomy.sizes if p not in seen)
+        stages.append(
+            Stage(
+                spec.name,
+                spec.epochs,
+                loss,
+                opts["schedule"],
+                opts["warmup_epochs"],
+                tuple(groups),
+                frozen,
+                opts["bn_mode"],
+            )
+        )
+    plan = Plan(strategy.name, tuple(stages))
+    from ftkit.lint import lint
+
+    situation = strategy.lint_situation or _situation(request)
+    return Plan(
+        plan.strategy,
+        plan.stages,
+        warnings + tuple(lint(plan, anatomy, situation, request.optimizer)),
+    )
+
+
+def _split_decay(
+    name: str, params: tuple[str, ...], lr: float, weight_decay: float, anatomy: Anatomy
+) -> list[ParamGroup]:
+    """One group becomes up to two: weights with decay, the rest without."""
+    decay = tuple(p for p in params if p not in anatomy.no_decay)
+    rest = tuple(p for p in params if p in anatomy.no_decay)
+    out = []
+    for suffix, members, wd in (("", decay, weight_decay), ("/no_decay", rest, 0.0)):
+        if members:
+            size = sum(anatomy.sizes[p] for p in members)
+            out.append(ParamGroup(name + suffix, lr, wd, members, size, "train"))
+    return out
+
+
+def _situation(request: PlanRequest) -> str:
+    if request.from_checkpoint:
+        return "same-domain"
+    return "transfer" if request.pretrained else "scratch"

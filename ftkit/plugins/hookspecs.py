@@ -1,0 +1,123 @@
+"""Every hook ftkit calls, declared, typed and documented in one place.
+
+A plugin is a module (or any object) with functions marked ``@ftkit.hookimpl``
+whose names match the hooks below. It may implement any subset, and may omit
+arguments it does not need. Built-in strategies, models, losses, datasets and
+the TensorBoard logger are plugins too, registered through these same hooks.
+
+Registration hooks receive a ``register`` callback and hand it objects; they run
+once per process, when the registry of that kind is first needed. Lifecycle
+hooks run inside ``ftkit run``, on the main process only.
+
+``docs/hooks.md`` is generated from this module by ``tools/gen_hook_docs.py``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ftkit.engine.run import Run
+    from ftkit.plan import Stage
+
+hookspec = pluggy.HookspecMarker("ftkit")
+
+
+@hookspec
+def ftkit_register_strategies(register: Callable[..., None]) -> None:
+    """Register fine-tuning strategies.
+
+    Call ``register(strategy)`` with an ``ftkit.Strategy`` for each one. The
+    strategy's ``name`` is what users pass to ``--strategy``; two plugins
+    registering the same name is an error naming both. A strategy only returns
+    a plan (stages of parameter groups with absolute learning rates); it never
+    trains, so it must not import torch at module level.
+
+    Example::
+
+        @ftkit.hookimpl
+        def ftkit_register_strategies(register):
+            register(ftkit.Strategy(name="bitfit", description="...", build=build))
+    """
+
+
+@hookspec
+def ftkit_register_models(register: Callable[..., None]) -> None:
+    """Register model families by the prefix of a model spec.
+
+    Call ``register(prefix, builder)``; ``--model PREFIX:REST`` then calls
+    ``builder(rest, num_classes=N, task=TASK)`` which returns a
+    ``torch.nn.Module`` with randomly initialised weights (ftkit never
+    downloads weights). Built-ins: ``tv`` (torchvision), ``timm`` and ``smp``
+    (segmentation-models-pytorch, ``smp:ARCH:ENCODER``).
+    """
+
+
+@hookspec
+def ftkit_register_anatomies(register: Callable[..., None]) -> None:
+    """Register anatomies: how a model splits into ordered layer groups.
+
+    Call ``register(ftkit.anatomy.AnatomyProvider(name, matches, build,
+    priority))``. ``matches(model) -> bool`` says whether it knows the model;
+    ``build(model) -> Anatomy`` returns its layers from input to output, each
+    marked ``backbone`` or ``head``. The matching provider with the highest
+    priority wins; the generic fallback has the lowest.
+    """
+
+
+@hookspec
+def ftkit_register_losses(register: Callable[..., None]) -> None:
+    """Register loss functions by name.
+
+    Call ``register(name, factory)``; ``factory(task=..., num_classes=...,
+    class_weights=..., ignore_index=..., label_smoothing=...)`` returns a
+    callable ``loss(logits, target) -> scalar tensor``. Names combine on the
+    command line as weighted sums such as ``0.7*ce+0.3*dice``.
+    """
+
+
+@hookspec
+def ftkit_register_datasets(register: Callable[..., None]) -> None:
+    """Register built-in datasets, used as ``--data builtin:NAME``.
+
+    Call ``register(name, factory)``; ``factory(task=..., image_size=...,
+    num_samples=..., seed=...)`` returns an ``ftkit.data.DataSplits`` with
+    the train and validation datasets and the class names.
+    """
+
+
+@hookspec
+def ftkit_run_start(run: Run) -> None:
+    """Called once before the first training step (and again on resume).
+
+    ``run`` gives the resolved config, the plan, the model and the run
+    directory (``run.dir``). Loggers open their writers here.
+    """
+
+
+@hookspec
+def ftkit_stage_start(run: Run, stage: Stage, index: int) -> None:
+    """Called when a stage of the plan begins, after its parameters are
+    unfrozen and its groups are in the optimizer."""
+
+
+@hookspec
+def ftkit_epoch_end(run: Run, record: dict[str, Any]) -> None:
+    """Called after each epoch's validation with the epoch's record.
+
+    ``record`` is the line written to ``metrics.jsonl``: stage, epoch, train
+    loss, validation metrics, LR per group, gradient-norm statistics and
+    seconds. Epoch 0 is the baseline evaluation when training starts from a
+    checkpoint. Adaptive plugins react here and may call
+    ``run.request_stop(reason)`` to end training after this epoch.
+    """
+
+
+@hookspec
+def ftkit_run_end(run: Run, summary: dict[str, Any]) -> None:
+    """Called once when training ends, with the content of ``summary.json``
+    (``stop_reason``, final and best metrics, diagnosis). Loggers close here."""

@@ -1,0 +1,84 @@
+"""Human-readable output: the plan table, the LR plot, number formats."""
+
+from __future__ import annotations
+
+from ftkit.anatomy import Anatomy
+from ftkit.config import Config
+from ftkit.errors import UsageError
+from ftkit.plan import Plan
+from ftkit.schedule import lr_factor
+
+
+def fmt_lr(lr: float) -> str:
+    """Scientific, without padding: 3e-6, 1.5e-7, 2.38e-5, like seed 004's tables."""
+    mantissa, exponent = f"{lr:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def plan_table(plan: Plan, anatomy: Anatomy, config: Config) -> str:
+    total = sum(anatomy.sizes.values())
+    lines = [
+        f"strategy {plan.strategy} on {config.model_spec} ({total:,} parameters, "
+        f"anatomy: {anatomy.provider}), base LR {fmt_lr(config.lr)}, "
+        f"optimizer {config.optimizer}"
+    ]
+    for i, stage in enumerate(plan.stages, 1):
+        lines.append("")
+        lines.append(
+            f"stage {i}/{len(plan.stages)} '{stage.name}': {stage.epochs} epoch(s), "
+            f"loss {stage.loss}, schedule {stage.schedule}"
+        )
+        lines.append(f"  {'group':<24} {'params':>12} {'lr':>9} {'wd':>7}  bn")
+        for g in stage.groups:
+            lines.append(
+                f"  {g.name:<24} {g.num_params:>12,} {fmt_lr(g.lr):>9} "
+                f"{g.weight_decay:>7g}  {g.bn_mode}"
+            )
+        frozen = sum(anatomy.sizes[p] for p in stage.frozen)
+        trainable = total - frozen
+        lines.append(
+            f"  trainable {trainable:,} ({100 * trainable / total:.1f}%), "
+            f"frozen {frozen:,} in {len(stage.frozen)} tensors"
+            + (f" (BatchNorm there: {stage.bn_mode})" if stage.frozen else "")
+        )
+    lines.append("")
+    if plan.warnings:
+        lines.append(f"{len(plan.warnings)} warning(s):")
+        lines += [f"  ! {w}" for w in plan.warnings]
+    else:
+        lines.append("no LR warnings")
+    return "\n".join(lines)
+
+
+def plot_plan(plan: Plan, steps_per_epoch: int, path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'ftkit[plot]'") from None
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    start = 0
+    for stage in plan.stages:
+        total = stage.epochs * steps_per_epoch
+        warmup = round(stage.warmup_epochs * steps_per_epoch)
+        for g in stage.groups:
+            if g.name.endswith("/no_decay"):
+                continue
+            xs, ys = series.setdefault(g.name, ([], []))
+            for step in range(total):
+                xs.append(start + step)
+                ys.append(g.lr * lr_factor(stage.schedule, step, total, warmup))
+        start += total
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, (xs, ys) in series.items():
+        ax.plot(xs, ys, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    ax.set_title(f"{plan.strategy}: LR per group")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,111 @@
+"""What a strategy is: a name, typed options, and a pure function from an
+``Anatomy`` to stages of parameter groups with absolute learning rates.
+
+A strategy never trains. ``ftkit plan`` prints what ``build`` returns and
+``ftkit run`` executes it unchanged, so the plan is the single source of truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ftkit.anatomy import Anatomy
+from ftkit.options import Option, non_negative
+
+SCHEDULES = ("constant", "linear", "cosine", "warmup-cosine", "one-cycle")
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    name: str
+    params: tuple[str, ...]
+    lr: float
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    epochs: int
+    groups: tuple[GroupSpec, ...]
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What the user asked for, as a strategy sees it."""
+
+    lr: float
+    epochs: int
+    options: dict[str, Any]
+    from_checkpoint: bool = False
+    pretrained: bool = False
+    optimizer: str = "adamw"
+
+
+Build = Callable[[Anatomy, PlanRequest], Sequence[StageSpec]]
+
+# Options every strategy accepts; a strategy may redeclare one to change its default.
+COMMON_OPTIONS = (
+    Option(
+        "weight_decay",
+        float,
+        0.01,
+        "decoupled weight decay for weights (never for "
+        "biases, norms, tokens or position embeddings)",
+        non_negative,
+    ),
+    Option(
+        "bn_mode",
+        str,
+        "eval",
+        "BatchNorm in frozen layers: 'eval' keeps running stats fixed, 'train' updates them",
+        choices=("eval", "train"),
+    ),
+    Option(
+        "schedule",
+        str,
+        "cosine",
+        "LR schedule within each stage; scales each group's own LR",
+        choices=SCHEDULES,
+    ),
+    Option("warmup_epochs", float, 1.0, "linear warmup length for 'warmup-cosine'", non_negative),
+    Option(
+        "regroup",
+        str,
+        "",
+        "regroup layers by name patterns, "
+        "e.g. 'early=conv1|bn1|layer1;late=layer2|layer3|layer4;head=fc'",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    description: str
+    build: Build
+    options: tuple[Option, ...] = ()
+    default_loss: str | None = None
+    default_class_weights: str | None = None
+    requires_from: bool = False
+    lint_situation: str | None = None  # force an LR band, e.g. "loss-switch"
+
+    def all_options(self) -> tuple[Option, ...]:
+        own = {o.name for o in self.options}
+        return self.options + tuple(o for o in COMMON_OPTIONS if o.name not in own)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "options": [o.describe() for o in self.all_options()],
+        }
+
+
+def single_stage(name: str, epochs: int, *groups: GroupSpec) -> list[StageSpec]:
+    return [StageSpec(name, epochs, tuple(groups))]
+
+
+def group(name: str, params: Sequence[str], lr: float) -> GroupSpec:
+    return GroupSpec(name, tuple(params), lr)

@@ -1,0 +1,58 @@
+import json
+import subprocess
+import sys
+
+import ftkit_bitfit
+import pytest
+import torchvision
+
+from ftkit.models.torchvision import ftkit_register_anatomies
+from ftkit.options import resolve_options
+from ftkit.plan import make_plan
+from ftkit.strategy import PlanRequest
+
+
+@pytest.fixture(scope="module")
+def resnet_anatomy():
+    providers = []
+    ftkit_register_anatomies(register=providers.append)
+    return providers[0].build(torchvision.models.resnet18(num_classes=10))
+
+
+def bitfit():
+    registered = []
+    ftkit_bitfit.ftkit_register_strategies(register=registered.append)
+    return registered[0]
+
+
+def test_trains_only_biases_and_head(resnet_anatomy):
+    strategy = bitfit()
+    opts = resolve_options(strategy.all_options(), {"bias_lr_mult": "2"}, "test")
+    plan = make_plan(strategy, resnet_anatomy, PlanRequest(1e-4, 3, opts), loss="ce")
+    (stage,) = plan.stages
+    lrs = {p: g.lr for g in stage.groups for p in g.params}
+    # A ResNet-18's convolutions have no bias: its backbone biases are those
+    # of its 20 BatchNorm layers.
+    biases = [p for p in lrs if p.endswith(".bias") and not p.startswith("fc.")]
+    assert len(biases) == 20
+    assert all(lrs[p] == pytest.approx(2e-4) for p in biases)
+    assert lrs["fc.weight"] == lrs["fc.bias"] == pytest.approx(1e-4)
+    assert "layer4.1.conv2.weight" in stage.frozen
+    # BN biases: 64 + 4*64 + (4*128+128) + (4*256+256) + (4*512+512) = 4,800; head 5,130
+    assert sum(g.num_params for g in stage.groups) == 4800 + 5130
+
+
+def test_listed_by_its_distribution():
+    """Installed with pip, ftkit finds it through the entry point."""
+    out = subprocess.run(
+        [sys.executable, "-m", "ftkit", "strategies", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    row = next(r for r in json.loads(out.stdout) if r["name"] == "bitfit")
+    assert (row["plugin"], row["distribution"], row["version"]) == (
+        "bitfit",
+        "ftkit-bitfit",
+        "0.1.0",
+    )

@@ -1,0 +1,44 @@
+"""Shared fixtures. The suite is hermetic: entry-point plugins installed in the
+environment (ftkit-bitfit, say) are not loaded unless a test asks for them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["FTKIT_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+os.environ.pop("FTKIT_PLUGINS", None)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def ftkit(tmp_path):
+    """Run ``ftkit ARGS`` as a user does, in a subprocess in ``tmp_path``."""
+
+    def run(
+        *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, **(env or {})}
+        return subprocess.run(
+            [sys.executable, "-m", "ftkit", *args],
+            cwd=cwd or tmp_path,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    """The contract for bad input: exit code, exactly one line, no traceback."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
