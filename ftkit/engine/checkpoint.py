@@ -7,7 +7,9 @@ always); ``best.safetensors`` and every weights file hold tensors only.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,16 +59,31 @@ def load_state(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UsageError(f"checkpoint '{path}' not found")
     try:
-        # weights_only=True is explicit: it wins over TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = safe_torch_load(path)
     except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(
-            f"checkpoint '{path}' is corrupt or not an ftkit checkpoint ({reason[:160]})"
+            f"checkpoint '{path}' is corrupt or not an ftkit checkpoint ({load_error(exc)})"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UsageError(f"checkpoint '{path}' is not an ftkit checkpoint")
     return state
+
+
+def safe_torch_load(path: Path) -> Any:
+    """torch.load that never runs code: weights_only=True, passed explicitly,
+    which wins over TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD in the environment."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns about pickle protocols
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_error(exc: Exception) -> str:
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it asks to run {found[1]}, which a weights-only load refuses"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first[:160]
 
 
 def save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
@@ -98,11 +115,10 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as exc:
             raise UsageError(f"weights file '{path}' is corrupt: {exc}") from None
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = safe_torch_load(path)
     except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(
-            f"weights file '{path}' is corrupt or not a state dict ({reason[:160]})"
+            f"weights file '{path}' is corrupt or not a state dict ({load_error(exc)})"
         ) from None
     if isinstance(data, dict) and data.get("format") == FORMAT:
         data = data["model"]

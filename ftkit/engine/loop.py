@@ -199,11 +199,14 @@ class Loop:
             "scaler": self.scaler.state_dict(),
             "alert": vars(self.alert).copy(),
             "nonfinite": vars(self.nonfinite).copy(),
+            "progress": vars(self.progress).copy() if self.progress else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when fp16 was off
+            self.scaler.load_state_dict(state["scaler"])
         vars(self.alert).update(state["alert"])
         vars(self.nonfinite).update(state["nonfinite"])
+        self.progress = EpochProgress(**state["progress"]) if state["progress"] else None
         self.progress = EpochProgress(**state["progress"]) if state["progress"] else None

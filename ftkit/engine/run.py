@@ -202,10 +202,13 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
                 config.amp, config.clip_grad_norm, GradNormAlert(config.grad_norm_alert),
                 NonFinite(config.max_nonfinite_steps))
     sampler = EpochSampler(len(data.train), config.seed)
+    # The loader draws worker seeds from its own generator: an iterator made
+    # mid-epoch on resume must not consume the global RNG that augmentation uses.
     train_loader = DataLoader(data.train, batch_size=config.batch_size, sampler=sampler,
                               drop_last=True, num_workers=config.workers,
                               pin_memory=device.type == "cuda",
-                              persistent_workers=config.workers > 0)
+                              persistent_workers=config.workers > 0,
+                              generator=torch.Generator().manual_seed(config.seed))
     val_loader = DataLoader(data.val, batch_size=config.batch_size, shuffle=False,
                             num_workers=config.workers, pin_memory=device.type == "cuda")
     steps_per_epoch = (len(data.train) // config.batch_size) // config.accumulate
@@ -243,7 +246,7 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
         ckpt.save_state(last_path, {
             "model": model.state_dict(), "loop": loop.state_dict(), "run": asdict(state),
             "rng": rng_state(), "config": config.to_toml(),
-            "versions": {"ftkit": __version__, "torch": torch.__version__},
+            "versions": {"ftkit": __version__, "torch": str(torch.__version__)},
             "threads": torch.get_num_threads(),
         })
 

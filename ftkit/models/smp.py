@@ -34,7 +34,12 @@ def build(rest: str, *, num_classes: int, task: str) -> Any:
         and cls is not smp.base.SegmentationModel
     }
     pick("smp architecture", arch.lower(), sorted(archs))
-    pick("smp encoder", encoder, smp.encoders.get_encoder_names())
+    if encoder.startswith("tu-"):  # any timm model, through smp's universal encoder
+        import timm
+
+        pick("timm encoder", encoder[3:], timm.list_models())
+    else:
+        pick("smp encoder", encoder, smp.encoders.get_encoder_names())
     return archs[arch.lower()](encoder_name=encoder, encoder_weights=None, classes=num_classes)
 
 
