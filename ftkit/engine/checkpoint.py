@@ -137,46 +137,41 @@ def load_weights(
     head: tuple[str, ...] = (),
     strict: bool = False,
 ) -> list[str]:
-    """Copy ``state`` into ``model``. Shape mismatches in the head are skipped
-    (the head is replaced for ``--num-classes``) unless ``strict``; anywhere
-    else they are an error naming the keys and shapes. Returns notes on
-    missing, unexpected and replaced keys."""
+    """Copy ``state`` into ``model`` and return notes on what did not match.
+
+    Pretrained weights (not ``strict``) may differ in the head, which
+    ``--num-classes`` replaces, and may miss or add keys. A converged baseline
+    (``strict``) must match key for key. Anything else is one error naming
+    the keys and shapes.
+    """
     own = model.state_dict()
     mismatched = [k for k in state if k in own and own[k].shape != state[k].shape]
-    head_set = set(head)
-    fatal = [k for k in mismatched if strict or k not in head_set]
-    if fatal:
-        shown = ", ".join(
-            f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in fatal[:4]
-        )
-        more = f" and {len(fatal) - 4} more" if len(fatal) > 4 else ""
-        raise UsageError(
-            f"'{source}' does not fit the model: {shown}{more} "
-            f"(checkpoint vs model; check --model and --num-classes)"
-        )
-    usable = {k: v for k, v in state.items() if k in own and k not in mismatched}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    if strict and (missing or unexpected):
-        keys = (missing or unexpected)[:4]
-        raise UsageError(
-            f"'{source}' does not fit the model: "
-            f"{'missing' if missing else 'unexpected'} keys {', '.join(keys)}"
-            f"{' ...' if len(missing or unexpected) > 4 else ''} "
-            f"(is it the same --model?)"
-        )
-    model.load_state_dict(usable, strict=False)
+    fatal_shapes = [k for k in mismatched if strict or k not in set(head)]
+    problems = []
+    if fatal_shapes:
+        problems.append("shapes differ: " + _keys(
+            fatal_shapes, lambda k: f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"))
+    if strict and missing:
+        problems.append(f"missing {len(missing)} keys: {_keys(missing)}")
+    if strict and unexpected:
+        problems.append(f"unexpected {len(unexpected)} keys: {_keys(unexpected)}")
+    if problems:
+        raise UsageError(f"'{source}' does not fit the model ({'; '.join(problems)}; "
+                         f"checkpoint vs model: check --model and --num-classes)")
+    model.load_state_dict({k: v for k, v in state.items() if k in own and k not in mismatched},
+                          strict=False)
     notes = []
     if mismatched:
-        notes.append(f"replaced head tensors {', '.join(mismatched)}")
+        notes.append(f"replaced head tensors: {_keys(mismatched)}")
     if missing:
-        notes.append(
-            f"missing keys (left as initialised): {', '.join(missing[:6])}"
-            f"{' ...' if len(missing) > 6 else ''}"
-        )
+        notes.append(f"missing keys (left as initialised): {_keys(missing)}")
     if unexpected:
-        notes.append(
-            f"unexpected keys (ignored): {', '.join(unexpected[:6])}"
-            f"{' ...' if len(unexpected) > 6 else ''}"
-        )
+        notes.append(f"unexpected keys (ignored): {_keys(unexpected)}")
     return notes
+
+
+def _keys(keys: list[str], show: Any = str, limit: int = 3) -> str:
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(show(k) for k in keys[:limit]) + more
