@@ -133,7 +133,7 @@ def param_facts(model: nn.Module) -> tuple[dict[str, int], frozenset[str]]:
     from torch import nn
 
     norms = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
-    no_decay = set()
+    no_decay: set[str] = set()
     for mname, module in model.named_modules():
         if isinstance(module, norms):
             no_decay.update(

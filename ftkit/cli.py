@@ -157,8 +157,13 @@ def run(config_file, assignments, plugin_modules, resume, **values):
     if resume:
         # The run's own options are the base; what is given now goes on top.
         file_values = {**run_config(resume), **(load_file(config_file) if config_file else {})}
-        config = build_config(file_values, values, parse_assignments(assignments),
-                              plugin_modules, where=f"{resume}/config.toml")
+        config = build_config(
+            file_values,
+            values,
+            parse_assignments(assignments),
+            plugin_modules,
+            where=f"{resume}/config.toml",
+        )
     else:
         config = make_config(config_file, assignments, plugin_modules, values)
     sys.exit(start(config, Plugins(config.plugins), resume=resume))

@@ -38,7 +38,8 @@ def lint(plan: Plan, anatomy: Anatomy, situation: str, optimizer: str) -> Iterat
     floor = NEVER_TRAINS * (SGD_FACTOR if optimizer == "sgd" else 1.0)
     head_params = set(anatomy.params_of(anatomy.head))
     for stage in plan.stages:
-        head_lrs, backbone_lrs = [], []
+        head_lrs: list[float] = []
+        backbone_lrs: list[float] = []
         linted = set()
         for group in stage.groups:
             name = group.name.split("/")[0]  # one warning for a group and its no_decay half

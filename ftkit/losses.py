@@ -7,6 +7,7 @@ only inside the functions that build a loss.
 from __future__ import annotations
 
 import difflib
+import inspect
 import json
 import math
 import statistics
@@ -105,8 +106,6 @@ class SmpLossFactory:
                 f"loss '{self.name}' is a segmentation loss; for {task} use ce or focal"
             )
         _check_weights(self.name, class_weights, num_classes)
-        import inspect
-
         from segmentation_models_pytorch import losses
 
         cls = getattr(losses, self.smp_class)
@@ -148,8 +147,7 @@ def parse_loss(spec: str, known: Iterable[str]) -> list[tuple[float, str]]:
                 weight = float(parts[0])
             except ValueError:
                 raise UsageError(
-                    f"invalid loss '{spec}': weight '{parts[0]}' is not a number; "
-                    f"{_LOSS_EXAMPLES}"
+                    f"invalid loss '{spec}': weight '{parts[0]}' is not a number; {_LOSS_EXAMPLES}"
                 ) from None
             # float() accepts 'nan' and 'inf'; neither, nor a weight <= 0, is a loss weight.
             if not (math.isfinite(weight) and weight > 0):
@@ -164,7 +162,7 @@ def parse_loss(spec: str, known: Iterable[str]) -> list[tuple[float, str]]:
 
 
 class WeightedLoss:
-    """The weighted sum of loss terms; its repr is the canonical spec, e.g. ``0.7*ce + 0.3*dice``."""
+    """The weighted sum of loss terms; its repr reads like the spec: ``0.7*ce + 0.3*dice``."""
 
     def __init__(self, terms: Sequence[tuple[float, str, LossFn]]) -> None:
         self.terms = list(terms)
@@ -274,17 +272,18 @@ def _check_class_weights(items: Sequence[Any], where: str, num_classes: int) -> 
     expected = f"expected {num_classes} numbers >= 0, one per class"
     weights = []
     for item in items:
+        shown = str(item).strip()
         # JSON true/false are ints to Python; they are not weights.
         if isinstance(item, bool) or not isinstance(item, (int, float, str)):
-            raise UsageError(f"class weights {where}: '{item}' is not a number; {expected}")
+            raise UsageError(f"class weights {where}: '{shown}' is not a number; {expected}")
         try:
             weight = float(item)
         except ValueError:
             raise UsageError(
-                f"class weights {where}: '{str(item).strip()}' is not a number; {expected}"
+                f"class weights {where}: '{shown}' is not a number; {expected}"
             ) from None
         if not math.isfinite(weight) or weight < 0:
-            raise UsageError(f"class weights {where}: '{str(item).strip()}' is not valid; {expected}")
+            raise UsageError(f"class weights {where}: '{shown}' is not allowed; {expected}")
         weights.append(weight)
     if len(weights) != num_classes:
         raise UsageError(f"class weights {where}: {len(weights)} values given; {expected}")

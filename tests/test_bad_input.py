@@ -27,20 +27,26 @@ def seg_folder(root, n=4, size=8, mask_value=1):
     return root
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--model", "tv:resnet1800", "--task", "classification"],
-     "unknown torchvision model 'resnet1800' (did you mean 'resnet18'?)"),
-    (["--model", "smp:unet:resnet1800"], "unknown smp encoder 'resnet1800' (did you mean"),
-    (["--model", "resnet18"], "model spec 'resnet18' must look like PREFIX:NAME"),
-    (["--loss", "dcie"], "unknown loss 'dcie' (did you mean 'dice'?)"),
-    (["--data", "builtin:shape"], "unknown dataset 'builtin:shape' (did you mean "
-                                  "'builtin:shapes'?)"),
-    (["--data", "no/such/folder"], "dataset folder 'no/such/folder' not found"),
-    (["--num-samples", "12", "--batch-size", "16"], "fewer than one step"),
-    (["--strategy", "freeze", "-o", "train_from=layer9"],
-     "unknown layer group 'layer9'"),
-    (["--class-weights", "1,2"], "class weights"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ["--model", "tv:resnet1800", "--task", "classification"],
+            "unknown torchvision model 'resnet1800' (did you mean 'resnet18'?)",
+        ),
+        (["--model", "smp:unet:resnet1800"], "unknown smp encoder 'resnet1800' (did you mean"),
+        (["--model", "resnet18"], "model spec 'resnet18' must look like PREFIX:NAME"),
+        (["--loss", "dcie"], "unknown loss 'dcie' (did you mean 'dice'?)"),
+        (
+            ["--data", "builtin:shape"],
+            "unknown dataset 'builtin:shape' (did you mean 'builtin:shapes'?)",
+        ),
+        (["--data", "no/such/folder"], "dataset folder 'no/such/folder' not found"),
+        (["--num-samples", "12", "--batch-size", "16"], "fewer than one step"),
+        (["--strategy", "freeze", "-o", "train_from=layer9"], "unknown layer group 'layer9'"),
+        (["--class-weights", "1,2"], "class weights"),
+    ],
+)
 def test_bad_run_input(ftkit, tmp_path, args, expected):
     line = one_line_error(ftkit(*RUN, *args))
     assert expected in line
@@ -79,8 +85,9 @@ def test_classification_folder_with_one_class(ftkit, tmp_path):
     for split in ("train", "val"):
         for i in range(4):
             png(tmp_path / "data" / split / "cat" / f"{i}.png", np.full((8, 8, 3), 50))
-    line = one_line_error(ftkit(*RUN, "--task", "classification", "--model", "tv:resnet18",
-                                "--data", "data"))
+    line = one_line_error(
+        ftkit(*RUN, "--task", "classification", "--model", "tv:resnet18", "--data", "data")
+    )
     assert "one class" in line or "only" in line
 
 

@@ -11,17 +11,20 @@ from ftkit.config import build_config, load_file
 from ftkit.errors import UsageError
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--lr", "0"], "--lr: must be a learning rate in (0, 10], got 0.0"),
-    (["--lr", "-1e-4"], "--lr: must be a learning rate in (0, 10], got -0.0001"),
-    (["--lr", "nan"], "--lr: must be a finite number, got nan"),
-    (["--lr", "1e6"], "--lr: must be a learning rate in (0, 10], got 1000000.0"),
-    (["--epochs", "0"], "--epochs: must be at least 1, got 0"),
-    (["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
-    (["--lr", "fast"], "'fast' is not a valid float"),
-    (["--task", "detection"], "'detection' is not one of 'segmentation', 'classification'"),
-    (["-o", "lr_scale"], "-o/--set expects KEY=VALUE, got 'lr_scale'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--lr", "0"], "--lr: must be a learning rate in (0, 10], got 0.0"),
+        (["--lr", "-1e-4"], "--lr: must be a learning rate in (0, 10], got -0.0001"),
+        (["--lr", "nan"], "--lr: must be a finite number, got nan"),
+        (["--lr", "1e6"], "--lr: must be a learning rate in (0, 10], got 1000000.0"),
+        (["--epochs", "0"], "--epochs: must be at least 1, got 0"),
+        (["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+        (["--lr", "fast"], "'fast' is not a valid float"),
+        (["--task", "detection"], "'detection' is not one of 'segmentation', 'classification'"),
+        (["-o", "lr_scale"], "-o/--set expects KEY=VALUE, got 'lr_scale'"),
+    ],
+)
 def test_bad_values_exit_2_with_one_line(ftkit, args, message):
     line = one_line_error(ftkit("plan", *args))
     assert message in line
@@ -29,32 +32,37 @@ def test_bad_values_exit_2_with_one_line(ftkit, args, message):
 
 def test_precedence_cli_env_file(tmp_path, monkeypatch):
     cfg = tmp_path / "ftkit.toml"
-    cfg.write_text('lr = 2e-4\nepochs = 3\nbatch-size = 4\n[strategy]\nname = "gradual"\n'
-                   "every = 2\n")
+    cfg.write_text(
+        'lr = 2e-4\nepochs = 3\nbatch-size = 4\n[strategy]\nname = "gradual"\nevery = 2\n'
+    )
     monkeypatch.setenv("FTKIT_EPOCHS", "5")
-    config = make_config(str(cfg), ("every=1",), (), {"lr": 1e-5, "epochs": None,
-                                                      "batch_size": None})
+    config = make_config(
+        str(cfg), ("every=1",), (), {"lr": 1e-5, "epochs": None, "batch_size": None}
+    )
     assert (config.lr, config.batch_size, config.strategy) == (1e-5, 4, "gradual")
     assert config.strategy_options == {"every": "1"}
 
 
 def test_environment_variables(ftkit):
-    result = ftkit("plan", "--json", env={"FTKIT_LR": "2e-4", "FTKIT_STRATEGY": "full",
-                                          "FTKIT_EPOCHS": "2"})
+    result = ftkit(
+        "plan", "--json", env={"FTKIT_LR": "2e-4", "FTKIT_STRATEGY": "full", "FTKIT_EPOCHS": "2"}
+    )
     assert result.returncode == 0, result.stderr
     assert '"lr": 0.0002' in result.stdout and '"strategy": "full"' in result.stdout
 
 
 def test_config_syntax_error_names_the_line(ftkit, tmp_path):
-    (tmp_path / "bad.toml").write_text('lr = 1e-4\nepochs = = 3\n')
+    (tmp_path / "bad.toml").write_text("lr = 1e-4\nepochs = = 3\n")
     line = one_line_error(ftkit("plan", "--config", "bad.toml"))
     assert "config file 'bad.toml' is not valid TOML" in line and "line 2" in line
 
 
 def test_config_unknown_key_suggests(tmp_path):
     (tmp_path / "c.toml").write_text("learning_rate = 1e-4\nepoch = 3\n")
-    with pytest.raises(UsageError, match="unknown key 'epoch' \\(did you mean 'epochs'\\?\\)"
-                       "|unknown key 'learning_rate'"):
+    with pytest.raises(
+        UsageError,
+        match="unknown key 'epoch' \\(did you mean 'epochs'\\?\\)|unknown key 'learning_rate'",
+    ):
         load_file(str(tmp_path / "c.toml"))
 
 

@@ -96,11 +96,13 @@ def test_val_is_normalised_and_never_augmented(registry):
 @pytest.mark.parametrize("size", [32, 64, 128])
 def test_shapes_segmentation_star_is_rare(size):
     data = shapes_splits(task="segmentation", image_size=size, num_samples=256, seed=0)
-    masks = targets(data.train) + targets(data.val)
-    with_class = [sum(bool((m == k).any()) for m in masks) / len(masks) for k in range(5)]
+    per_mask = torch.stack(
+        [torch.bincount(m.flatten(), minlength=5) for m in targets(data.train) + targets(data.val)]
+    )
+    with_class = (per_mask > 0).float().mean(0)
     assert 0 < with_class[4] <= 0.10
     assert all(share > 0.3 for share in with_class[1:4])  # the other shapes are common
-    assert 0 < (torch.stack(masks) == 4).float().mean() < 0.02
+    assert 0 < per_mask[:, 4].sum() / per_mask.sum() < 0.02
     counts = data.label_counts()
     assert counts[4] / sum(counts) < 0.02
     assert counts == torch.bincount(torch.stack(targets(data.train)).flatten()).tolist()
@@ -124,10 +126,10 @@ def test_shapes_classification_star_is_rare(size):
 def test_shapes_build_fast():
     import time
 
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: other processes on the box do not count
     data = shapes_splits(task="segmentation", image_size=64, num_samples=256, seed=5)
     data.label_counts()  # draws every training sample
-    assert time.perf_counter() - start < 2
+    assert time.process_time() - start < 2
 
 
 def test_unknown_builtin_suggests_a_name(registry):

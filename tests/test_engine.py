@@ -26,7 +26,11 @@ def seg_run(tmp_path_factory):
     where = tmp_path_factory.mktemp("seg")
     result = subprocess.run(
         [sys.executable, "-m", "ftkit", "run", "--epochs", "2", *TINY, "--out", "run"],
-        cwd=where, capture_output=True, text=True, timeout=600)
+        cwd=where,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     return where / "run", result
 
@@ -34,14 +38,30 @@ def seg_run(tmp_path_factory):
 def test_segmentation_run_directory(seg_run, ftkit):
     run, result = seg_run
     assert sorted(p.name for p in run.iterdir()) == [
-        "checkpoints", "config.toml", "metrics.jsonl", "plan.json", "summary.json", "tb"]
+        "checkpoints",
+        "config.toml",
+        "metrics.jsonl",
+        "plan.json",
+        "summary.json",
+        "tb",
+    ]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
-        "best.safetensors", "last.pt"]
+        "best.safetensors",
+        "last.pt",
+    ]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["stage"]) for r in records] == [(1, "head"), (2, "backbone+head")]
     for r in records:
-        assert {"train_loss", "val_loss", "val_miou", "val_iou_per_class",
-                "val_pixel_accuracy", "lr", "grad_norm", "seconds"} <= set(r)
+        assert {
+            "train_loss",
+            "val_loss",
+            "val_miou",
+            "val_iou_per_class",
+            "val_pixel_accuracy",
+            "lr",
+            "grad_norm",
+            "seconds",
+        } <= set(r)
         assert len(r["val_iou_per_class"]) == 5
         assert r["grad_norm"]["max"] >= r["grad_norm"]["mean"] > 0
     assert set(records[0]["lr"]) == {"head"}
@@ -67,9 +87,18 @@ def test_tensorboard_events_hold_the_expected_tags(seg_run):
     events = EventAccumulator(str(run / "tb"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"loss/train", "loss/val", "val/miou", "val/pixel_accuracy", "lr/head",
-            "lr/backbone", "grad_norm/mean", "grad_norm/max", "params/trainable",
-            "iou_per_class/star"} <= tags
+    assert {
+        "loss/train",
+        "loss/val",
+        "val/miou",
+        "val/pixel_accuracy",
+        "lr/head",
+        "lr/backbone",
+        "grad_norm/mean",
+        "grad_norm/max",
+        "params/trainable",
+        "iou_per_class/star",
+    } <= tags
     assert [e.step for e in events.Scalars("val/miou")] == [1, 2]
     assert events.Tags()["images"] == ["val/input|truth|prediction"]
 
@@ -92,8 +121,20 @@ def test_out_refuses_an_existing_run(seg_run, ftkit):
 
 
 def test_classification_run(ftkit, tmp_path):
-    result = ftkit("run", "--task", "classification", "--model", "tv:resnet18",
-                   "--strategy", "freeze", "--epochs", "1", *TINY, "--out", "run")
+    result = ftkit(
+        "run",
+        "--task",
+        "classification",
+        "--model",
+        "tv:resnet18",
+        "--strategy",
+        "freeze",
+        "--epochs",
+        "1",
+        *TINY,
+        "--out",
+        "run",
+    )
     assert result.returncode == 0, result.stderr
     (record,) = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert {"val_accuracy", "val_macro_f1", "val_f1_per_class"} <= set(record)
@@ -111,8 +152,20 @@ def ftkit_register_losses(register):
 
 def test_persistent_nan_stops_with_exit_3(ftkit, tmp_path):
     (tmp_path / "nanloss.py").write_text(NAN_LOSS)
-    result = ftkit("run", "--plugin", "nanloss", "--loss", "nan", "--epochs", "2", *TINY,
-                   "--out", "run", "--max-nonfinite-steps", "3")
+    result = ftkit(
+        "run",
+        "--plugin",
+        "nanloss",
+        "--loss",
+        "nan",
+        "--epochs",
+        "2",
+        *TINY,
+        "--out",
+        "run",
+        "--max-nonfinite-steps",
+        "3",
+    )
     assert result.returncode == 3, result.stderr
     assert "3 non-finite steps in a row" in result.stderr
     summary = json.loads((tmp_path / "run/summary.json").read_text())
@@ -123,8 +176,16 @@ def test_persistent_nan_stops_with_exit_3(ftkit, tmp_path):
 def tiny_loop(loss_fn, limit=5):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 3))
-    stage = Stage("all", 1, "ce", "constant", 0.0, (ParamGroup(
-        "all", 0.1, 0.0, ("0.weight", "0.bias"), 15, "train"),), (), "eval")
+    stage = Stage(
+        "all",
+        1,
+        "ce",
+        "constant",
+        0.0,
+        (ParamGroup("all", 0.1, 0.0, ("0.weight", "0.bias"), 15, "train"),),
+        (),
+        "eval",
+    )
     optimizer = make_optimizer("adamw", model)
     apply_stage(model, optimizer, stage)
     loop = Loop(model, optimizer, torch.device("cpu"), nonfinite=NonFinite(limit))

@@ -86,8 +86,22 @@ def ftkit_run_end(run, summary):
 
 def test_models_anatomies_and_datasets_from_a_plugin(ftkit, tmp_path):
     (tmp_path / "ext.py").write_text(EXTENSION)
-    result = ftkit("plan", "--plugin", "ext", "--model", "toy:8", "--data", "builtin:dots",
-                   "--strategy", "gradual", "--epochs", "2", "-o", "every=1", "--json")
+    result = ftkit(
+        "plan",
+        "--plugin",
+        "ext",
+        "--model",
+        "toy:8",
+        "--data",
+        "builtin:dots",
+        "--strategy",
+        "gradual",
+        "--epochs",
+        "2",
+        "-o",
+        "every=1",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert [s["name"] for s in plan["stages"]] == ["head", "+body"]
@@ -99,13 +113,30 @@ def test_models_anatomies_and_datasets_from_a_plugin(ftkit, tmp_path):
 
 def test_lifecycle_hooks_and_request_stop(ftkit, tmp_path):
     (tmp_path / "ext.py").write_text(EXTENSION)
-    result = ftkit("run", "--plugin", "ext", "--model", "toy:8", "--data", "builtin:dots",
-                   "--strategy", "gradual", "--epochs", "4", "-o", "every=1",
-                   "--image-size", "32", "--num-samples", "32", "--out", "run")
+    result = ftkit(
+        "run",
+        "--plugin",
+        "ext",
+        "--model",
+        "toy:8",
+        "--data",
+        "builtin:dots",
+        "--strategy",
+        "gradual",
+        "--epochs",
+        "4",
+        "-o",
+        "every=1",
+        "--image-size",
+        "32",
+        "--num-samples",
+        "32",
+        "--out",
+        "run",
+    )
     assert result.returncode == 0, result.stderr
     events = json.loads((tmp_path / "events.json").read_text())
-    records = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().split("\n")
-               if x]
+    records = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().split("\n") if x]
     assert events == [
         ["run_start", 1, "gradual"],
         ["stage_start", 0, "head"],

@@ -13,8 +13,16 @@ from conftest import one_line_error
 
 from ftkit.engine.guards import BaselineGuard
 
-SMALL = ["--image-size", "32", "--num-samples", "48", "--batch-size", "8",
-         "--model", "smp:unet:tu-mobilenetv3_small_050"]
+SMALL = [
+    "--image-size",
+    "32",
+    "--num-samples",
+    "48",
+    "--batch-size",
+    "8",
+    "--model",
+    "smp:unet:tu-mobilenetv3_small_050",
+]
 
 
 def digest(path):
@@ -24,9 +32,25 @@ def digest(path):
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):
     where = tmp_path_factory.mktemp("baseline")
-    result = subprocess.run([sys.executable, "-m", "ftkit", "run", "--strategy", "full",
-                             "--epochs", "1", *SMALL, "--out", "base"], cwd=where,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ftkit",
+            "run",
+            "--strategy",
+            "full",
+            "--epochs",
+            "1",
+            *SMALL,
+            "--out",
+            "base",
+        ],
+        cwd=where,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     return where / "base"
 
@@ -34,20 +58,34 @@ def baseline(tmp_path_factory):
 def test_loss_switch_records_the_baseline_and_compares(baseline, ftkit, tmp_path):
     weights = baseline / "checkpoints" / "best.safetensors"
     before = digest(weights)
-    result = ftkit("run", "--strategy", "loss-switch", "--from", str(baseline), "--lr", "1e-5",
-                   "--epochs", "2", *SMALL, "--out", "switch")
+    result = ftkit(
+        "run",
+        "--strategy",
+        "loss-switch",
+        "--from",
+        str(baseline),
+        "--lr",
+        "1e-5",
+        "--epochs",
+        "2",
+        *SMALL,
+        "--out",
+        "switch",
+    )
     assert result.returncode == 0, result.stderr
     assert digest(weights) == before  # the baseline is never modified
-    records = [json.loads(x) for x in (tmp_path / "switch/metrics.jsonl").read_text()
-               .splitlines()]
+    records = [json.loads(x) for x in (tmp_path / "switch/metrics.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["stage"]) for r in records] == [
-        (0, "baseline"), (1, "head"), (2, "backbone+head")]
+        (0, "baseline"),
+        (1, "head"),
+        (2, "backbone+head"),
+    ]
     summary = json.loads((tmp_path / "switch/summary.json").read_text())
     assert summary["baseline"]["val_miou"] == records[0]["val_miou"]
     assert summary["baseline"]["val_loss"] == records[0]["val_loss"]
     assert summary["diagnosis"] in ("healthy", "lr-too-low")
     final, base = summary["final"]["val_iou_per_class"], summary["baseline"]["val_iou_per_class"]
-    for name, after, before_iou in zip(summary["class_names"], final, base):
+    for name, after, before_iou in zip(summary["class_names"], final, base, strict=False):
         assert summary["delta_per_class"][name] == pytest.approx(after - before_iou)
     assert "star" in summary["rare_classes"]
     assert "class weights (auto):" in result.stdout
@@ -61,15 +99,25 @@ def test_loss_switch_records_the_baseline_and_compares(baseline, ftkit, tmp_path
 
 
 def test_from_with_another_class_count(baseline, ftkit):
-    line = one_line_error(ftkit("run", "--from", str(baseline), "--num-classes", "7",
-                                "--epochs", "2", *SMALL))
+    line = one_line_error(
+        ftkit("run", "--from", str(baseline), "--num-classes", "7", "--epochs", "2", *SMALL)
+    )
     assert "does not fit the model" in line
     assert "segmentation_head.0.weight (5, 16, 3, 3) vs (7, 16, 3, 3)" in line
 
 
 def test_from_with_another_architecture(baseline, ftkit):
-    line = one_line_error(ftkit("run", "--from", str(baseline), "--epochs", "2",
-                                *SMALL[:-1], "smp:fpn:tu-mobilenetv3_small_050"))
+    line = one_line_error(
+        ftkit(
+            "run",
+            "--from",
+            str(baseline),
+            "--epochs",
+            "2",
+            *SMALL[:-1],
+            "smp:fpn:tu-mobilenetv3_small_050",
+        )
+    )
     assert "does not fit the model" in line and "decoder." in line
 
 
@@ -97,8 +145,13 @@ def test_one_dip_that_recovers_is_not_a_stop():
 
 def test_lr_too_low_when_nothing_moves():
     g = guard()  # seed 004's "too low" trajectory
-    for miou, loss in [(0.650, 0.4500), (0.650, 0.4499), (0.651, 0.4498), (0.651, 0.4497),
-                       (0.651, 0.4496)]:
+    for miou, loss in [
+        (0.650, 0.4500),
+        (0.650, 0.4499),
+        (0.651, 0.4498),
+        (0.651, 0.4497),
+        (0.651, 0.4496),
+    ]:
         assert g.update(miou, loss) is None
     assert g.diagnosis == "lr-too-low"
 
@@ -119,12 +172,36 @@ def test_guard_only_watches_its_epochs():
 
 
 def test_classification_loss_switch(ftkit, tmp_path):
-    common = ["--task", "classification", "--model", "tv:resnet18", "--image-size", "32",
-              "--num-samples", "48"]
-    assert ftkit("run", "--strategy", "full", "--epochs", "1", *common, "--out", "base")\
-        .returncode == 0
-    result = ftkit("run", "--strategy", "loss-switch", "--from", "base", "--loss", "focal",
-                   "--class-weights", "inverse", "--epochs", "2", *common, "--out", "switch")
+    common = [
+        "--task",
+        "classification",
+        "--model",
+        "tv:resnet18",
+        "--image-size",
+        "32",
+        "--num-samples",
+        "48",
+    ]
+    assert (
+        ftkit("run", "--strategy", "full", "--epochs", "1", *common, "--out", "base").returncode
+        == 0
+    )
+    result = ftkit(
+        "run",
+        "--strategy",
+        "loss-switch",
+        "--from",
+        "base",
+        "--loss",
+        "focal",
+        "--class-weights",
+        "inverse",
+        "--epochs",
+        "2",
+        *common,
+        "--out",
+        "switch",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "switch/summary.json").read_text())
     assert summary["monitor"] == "val_accuracy"

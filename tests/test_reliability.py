@@ -20,9 +20,23 @@ from conftest import one_line_error
 from ftkit.engine import checkpoint as ckpt
 
 # A small U-Net keeps checkpoints light; an epoch still takes a second or two.
-RUN = ["run", "--image-size", "32", "--num-samples", "200", "--batch-size", "8",
-       "--epochs", "3", "--strategy", "full", "--lr", "1e-3",
-       "--model", "smp:unet:tu-mobilenetv3_small_050"]
+RUN = [
+    "run",
+    "--image-size",
+    "32",
+    "--num-samples",
+    "200",
+    "--batch-size",
+    "8",
+    "--epochs",
+    "3",
+    "--strategy",
+    "full",
+    "--lr",
+    "1e-3",
+    "--model",
+    "smp:unet:tu-mobilenetv3_small_050",
+]
 TIMING = ("seconds", "images_per_second")
 
 
@@ -45,8 +59,14 @@ def rows(run: Path) -> list[dict]:
 
 def start(args, cwd):
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    return subprocess.Popen([sys.executable, "-m", "ftkit", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ftkit", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_checkpoint(run: Path, proc, timeout=300):
@@ -103,10 +123,8 @@ def test_resume_refuses_changed_training_options(reference, ftkit, tmp_path):
     for name in ("config.toml", "plan.json", "metrics.jsonl"):
         (run / name).write_bytes((reference / name).read_bytes())
     (run / "checkpoints").mkdir()
-    (run / "checkpoints" / ckpt.LAST).write_bytes((reference / "checkpoints/last.pt")
-                                                  .read_bytes())
-    line = one_line_error(ftkit("run", "--resume", str(run), "--batch-size", "4",
-                                "--loss", "dice"))
+    (run / "checkpoints" / ckpt.LAST).write_bytes((reference / "checkpoints/last.pt").read_bytes())
+    line = one_line_error(ftkit("run", "--resume", str(run), "--batch-size", "4", "--loss", "dice"))
     assert "would change the training" in line
     assert "batch_size: 8 -> 4" in line and "loss: None -> 'dice'" in line
 
@@ -158,8 +176,18 @@ def evil_checkpoint(path: Path, marker: Path) -> None:
 def test_a_checkpoint_that_runs_code_is_refused(ftkit, tmp_path, flag):
     marker = tmp_path / "pwned"
     evil_checkpoint(tmp_path / "evil.pt", marker)
-    result = ftkit("run", flag, "evil.pt", "--image-size", "32", "--num-samples", "24",
-                   "--epochs", "2", env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
+    result = ftkit(
+        "run",
+        flag,
+        "evil.pt",
+        "--image-size",
+        "32",
+        "--num-samples",
+        "24",
+        "--epochs",
+        "2",
+        env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"},
+    )
     line = one_line_error(result)
     assert "evil.pt" in line and "corrupt or not a state dict" in line
     assert not marker.exists()
@@ -172,8 +200,9 @@ def test_resume_from_an_evil_last_checkpoint_is_refused(reference, ftkit, tmp_pa
     (run / "config.toml").write_bytes((reference / "config.toml").read_bytes())
     marker = tmp_path / "pwned"
     evil_checkpoint(run / "checkpoints" / ckpt.LAST, marker)
-    line = one_line_error(ftkit("run", "--resume", str(run),
-                                env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}))
+    line = one_line_error(
+        ftkit("run", "--resume", str(run), env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
+    )
     assert "last.pt' is corrupt or not an ftkit checkpoint" in line
     assert not marker.exists()
 
@@ -181,8 +210,11 @@ def test_resume_from_an_evil_last_checkpoint_is_refused(reference, ftkit, tmp_pa
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated"])
 def test_corrupt_weights_are_named(ftkit, tmp_path, content):
     (tmp_path / "w.pt").write_bytes(content)
-    line = one_line_error(ftkit("run", "--weights", "w.pt", "--image-size", "32",
-                                "--num-samples", "24", "--epochs", "2"))
+    line = one_line_error(
+        ftkit(
+            "run", "--weights", "w.pt", "--image-size", "32", "--num-samples", "24", "--epochs", "2"
+        )
+    )
     assert "weights file 'w.pt' is corrupt" in line
 
 

@@ -151,17 +151,22 @@ def load_weights(
     fatal_shapes = [k for k in mismatched if strict or k not in set(head)]
     problems = []
     if fatal_shapes:
-        problems.append("shapes differ: " + _keys(
-            fatal_shapes, lambda k: f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"))
+        problems.append(
+            "shapes differ: "
+            + _keys(fatal_shapes, lambda k: f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}")
+        )
     if strict and missing:
         problems.append(f"missing {len(missing)} keys: {_keys(missing)}")
     if strict and unexpected:
         problems.append(f"unexpected {len(unexpected)} keys: {_keys(unexpected)}")
     if problems:
-        raise UsageError(f"'{source}' does not fit the model ({'; '.join(problems)}; "
-                         f"checkpoint vs model: check --model and --num-classes)")
-    model.load_state_dict({k: v for k, v in state.items() if k in own and k not in mismatched},
-                          strict=False)
+        raise UsageError(
+            f"'{source}' does not fit the model ({'; '.join(problems)}; "
+            f"checkpoint vs model: check --model and --num-classes)"
+        )
+    model.load_state_dict(
+        {k: v for k, v in state.items() if k in own and k not in mismatched}, strict=False
+    )
     notes = []
     if mismatched:
         notes.append(f"replaced head tensors: {_keys(mismatched)}")

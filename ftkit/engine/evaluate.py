@@ -34,7 +34,7 @@ def evaluate_checkpoint(path: str, config: Config, plugins: Plugins) -> dict[str
         )
     return {
         "checkpoint": path,
-        "samples": len(data.val),
+        "samples": len(data.val),  # type: ignore[arg-type]
         **metrics,
         "class_names": data.class_names,
     }

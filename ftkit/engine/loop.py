@@ -79,10 +79,16 @@ class Loop:
         dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def train_epoch(self, loader: Iterable[Any], loss_fn: Callable[..., torch.Tensor],
-                    stage: Stage, stage_step: int, steps_per_epoch: int,
-                    on_batch: Callable[[float, int], None] | None = None,
-                    interrupted: Callable[[], bool] = lambda: False) -> EpochProgress:
+    def train_epoch(
+        self,
+        loader: Iterable[Any],
+        loss_fn: Callable[..., torch.Tensor],
+        stage: Stage,
+        stage_step: int,
+        steps_per_epoch: int,
+        on_batch: Callable[[float, int], None] | None = None,
+        interrupted: Callable[[], bool] = lambda: False,
+    ) -> EpochProgress:
         """Train for one epoch, or the rest of the one in progress.
 
         ``stage_step`` is the optimizer step within the stage at which the
@@ -175,7 +181,8 @@ class Loop:
         samples for the loggers."""
         self.model.eval()
         metrics = task.metrics(num_classes, self.device)
-        losses, samples = [], []
+        losses: list[torch.Tensor] = []
+        samples: list[Any] = []
         for x, y in loader:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with self.autocast():

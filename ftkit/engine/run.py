@@ -91,7 +91,7 @@ class EpochSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=g)[self.skip:].tolist())
+        return iter(torch.randperm(self.size, generator=g)[self.skip :].tolist())
 
     def __len__(self) -> int:
         return self.size - self.skip
@@ -104,8 +104,7 @@ class Interrupt:
         self.signal: int | None = None
 
     def __enter__(self) -> Interrupt:
-        self.previous = {s: signal.signal(s, self._handle)
-                         for s in (signal.SIGINT, signal.SIGTERM)}
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -133,8 +132,9 @@ def pick_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UsageError(f"--device: unknown device '{name}'; use cpu, cuda, cuda:N or "
-                         f"auto") from None
+        raise UsageError(
+            f"--device: unknown device '{name}'; use cpu, cuda, cuda:N or auto"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name}: CUDA is not available on this machine")
     return device
@@ -144,8 +144,10 @@ def run_dir_for(config: Config) -> Path:
     if config.out:
         path = Path(config.out)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise UsageError(f"--out '{path}' already exists and is not empty; use --resume "
-                             f"{path} to continue it, or choose another --out")
+            raise UsageError(
+                f"--out '{path}' already exists and is not empty; use --resume "
+                f"{path} to continue it, or choose another --out"
+            )
         return path
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     path = Path("runs") / f"{stamp}-{config.strategy}"
@@ -179,11 +181,14 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
 
     mean, std = normalization(model)
     data = open_data(config, plugins, prepared.num_classes, mean=mean, std=std)
-    if len(data.train) < config.batch_size * config.accumulate:
-        raise UsageError(f"the training split has {len(data.train)} samples, fewer than one "
-                         f"step (--batch-size {config.batch_size} x --accumulate "
-                         f"{config.accumulate})")
-    if len(data.val) == 0:
+    n_train, n_val = len(data.train), len(data.val)  # type: ignore[arg-type]
+    if n_train < config.batch_size * config.accumulate:
+        raise UsageError(
+            f"the training split has {n_train} samples, fewer than one "
+            f"step (--batch-size {config.batch_size} x --accumulate "
+            f"{config.accumulate})"
+        )
+    if n_val == 0:
         raise UsageError(f"the validation split of '{config.data}' is empty")
     loss_fn = make_loss(prepared, data, plugins)
 
@@ -198,20 +203,37 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
             warn(warning)
 
     model.to(device)
-    loop = Loop(model, make_optimizer(config.optimizer, model), device, config.accumulate,
-                config.amp, config.clip_grad_norm, GradNormAlert(config.grad_norm_alert),
-                NonFinite(config.max_nonfinite_steps))
-    sampler = EpochSampler(len(data.train), config.seed)
+    loop = Loop(
+        model,
+        make_optimizer(config.optimizer, model),
+        device,
+        config.accumulate,
+        config.amp,
+        config.clip_grad_norm,
+        GradNormAlert(config.grad_norm_alert),
+        NonFinite(config.max_nonfinite_steps),
+    )
+    sampler = EpochSampler(n_train, config.seed)
     # The loader draws worker seeds from its own generator: an iterator made
     # mid-epoch on resume must not consume the global RNG that augmentation uses.
-    train_loader = DataLoader(data.train, batch_size=config.batch_size, sampler=sampler,
-                              drop_last=True, num_workers=config.workers,
-                              pin_memory=device.type == "cuda",
-                              persistent_workers=config.workers > 0,
-                              generator=torch.Generator().manual_seed(config.seed))
-    val_loader = DataLoader(data.val, batch_size=config.batch_size, shuffle=False,
-                            num_workers=config.workers, pin_memory=device.type == "cuda")
-    steps_per_epoch = (len(data.train) // config.batch_size) // config.accumulate
+    train_loader = DataLoader(
+        data.train,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=config.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=config.workers > 0,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    val_loader = DataLoader(
+        data.val,
+        batch_size=config.batch_size,
+        shuffle=False,
+        num_workers=config.workers,
+        pin_memory=device.type == "cuda",
+    )
+    steps_per_epoch = (n_train // config.batch_size) // config.accumulate
     monitor = config.monitor or task.monitor
     plan = prepared.plan
     state = RunState(stopper=asdict(EarlyStopping(monitor, config.patience, config.min_delta)))
@@ -223,8 +245,10 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
         state = restore(saved, model, loop, plan)
         run.start_epoch = state.epoch + 1
         keep_rows_up_to(metrics_path, state.epoch)
-        say(f"resuming {run_dir} after epoch {state.epoch}"
-            + (f", batch {loop.progress.batches}" if loop.progress else ""))
+        say(
+            f"resuming {run_dir} after epoch {state.epoch}"
+            + (f", batch {loop.progress.batches}" if loop.progress else "")
+        )
     stopper = EarlyStopping(**state.stopper)
     plugins.hook.ftkit_run_start(run=run)
 
@@ -235,20 +259,31 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
         say(epoch_line(record, monitor))
         plugins.hook.ftkit_epoch_end(run=run, record=record)
         if config.guard:
-            state.guard = asdict(BaselineGuard(
-                state.baseline[monitor], state.baseline["val_loss"], config.guard_epochs,
-                config.guard_tolerance))
+            state.guard = asdict(
+                BaselineGuard(
+                    state.baseline[monitor],
+                    state.baseline["val_loss"],
+                    config.guard_epochs,
+                    config.guard_tolerance,
+                )
+            )
     guard = BaselineGuard(**state.guard) if state.guard else None
 
     def save_last() -> None:
         state.stopper = asdict(stopper)
         state.guard = asdict(guard) if guard else None
-        ckpt.save_state(last_path, {
-            "model": model.state_dict(), "loop": loop.state_dict(), "run": asdict(state),
-            "rng": rng_state(), "config": config.to_toml(),
-            "versions": {"ftkit": __version__, "torch": str(torch.__version__)},
-            "threads": torch.get_num_threads(),
-        })
+        ckpt.save_state(
+            last_path,
+            {
+                "model": model.state_dict(),
+                "loop": loop.state_dict(),
+                "run": asdict(state),
+                "rng": rng_state(),
+                "config": config.to_toml(),
+                "versions": {"ftkit": __version__, "torch": str(torch.__version__)},
+                "threads": torch.get_num_threads(),
+            },
+        )
 
     stop_reason = "completed"
     with Interrupt() as interrupted:
@@ -264,14 +299,22 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
                 # An epoch's shuffle, augmentation and dropout are a function of
                 # (seed, epoch), so replaying an epoch replays it exactly.
                 torch.manual_seed(config.seed * 100_003 + epoch)
-            sampler.set_epoch(epoch, skip=loop.progress.batches * config.batch_size
-                              if loop.progress else 0)
+            sampler.set_epoch(
+                epoch, skip=loop.progress.batches * config.batch_size if loop.progress else 0
+            )
             if resumed:
                 set_rng_state(saved["rng"])  # type: ignore[index]
             bar, on_batch = progress_bar(epoch, plan.epochs, len(train_loader))
             try:
-                progress = loop.train_epoch(train_loader, loss_fn, stage, state.stage_step,
-                                            steps_per_epoch, on_batch, interrupted)
+                progress = loop.train_epoch(
+                    train_loader,
+                    loss_fn,
+                    stage,
+                    state.stage_step,
+                    steps_per_epoch,
+                    on_batch,
+                    interrupted,
+                )
             except NonFiniteStop as exc:
                 warn(f"{exc}; stopping with the last finite weights")
                 stop_reason = "non-finite"
@@ -281,8 +324,10 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
             if not progress.complete:
                 save_last()
                 name = signal.Signals(interrupted.signal or signal.SIGINT).name
-                warn(f"{name}: stopped at batch {progress.batches} of epoch {epoch}; "
-                     f"resume with: ftkit run --resume {run_dir}")
+                warn(
+                    f"{name}: stopped at batch {progress.batches} of epoch {epoch}; "
+                    f"resume with: ftkit run --resume {run_dir}"
+                )
                 return EXIT_INTERRUPTED
             state.stage_step += progress.steps
             for note in progress.warnings:
@@ -307,17 +352,25 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
                 break
 
     summary = summarize(
-        stop_reason=stop_reason, monitor=monitor, final=state.last, best=state.best,
-        baseline=state.baseline, class_names=data.class_names,
-        label_counts=data.label_counts(), per_class=task.per_class, guard=guard, lr=config.lr)
+        stop_reason=stop_reason,
+        monitor=monitor,
+        final=state.last,
+        best=state.best,
+        baseline=state.baseline,
+        class_names=data.class_names,
+        label_counts=data.label_counts(),
+        per_class=task.per_class,
+        guard=guard,
+        lr=config.lr,
+    )
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plugins.hook.ftkit_run_end(run=run, summary=summary)
     say(summary_table(summary, task.per_class))
     if "diagnosis_message" in summary:
         (warn if summary["diagnosis"] != "healthy" else say)(
-            f"diagnosis {summary['diagnosis']}: {summary['diagnosis_message']}")
-    best = f"{stopper.best:.4f} at epoch {stopper.best_epoch}" if stopper.best is not None \
-        else "-"
+            f"diagnosis {summary['diagnosis']}: {summary['diagnosis_message']}"
+        )
+    best = f"{stopper.best:.4f} at epoch {stopper.best_epoch}" if stopper.best is not None else "-"
     say(f"{stop_reason} after {summary['epochs_run']} epoch(s); best {monitor} {best}")
     say(f"run directory: {run_dir}\nview it with: tensorboard --logdir {run_dir / 'tb'}")
     return EXIT_GUARD if stop_reason in GUARD_STOPS else EXIT_OK
@@ -327,10 +380,13 @@ def enter_stage(run: Run, loop: Loop, index: int, plugins: Plugins) -> None:
     stage = run.plan.stages[index]
     apply_stage(run.model, loop.optimizer, stage)
     trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
-    lrs = ", ".join(f"{g.name} {fmt_lr(g.lr)}" for g in stage.groups
-                    if not g.name.endswith("/no_decay"))
-    say(f"stage {index + 1}/{len(run.plan.stages)} '{stage.name}': {lrs}; "
-        f"{trainable:,} trainable parameters")
+    lrs = ", ".join(
+        f"{g.name} {fmt_lr(g.lr)}" for g in stage.groups if not g.name.endswith("/no_decay")
+    )
+    say(
+        f"stage {index + 1}/{len(run.plan.stages)} '{stage.name}': {lrs}; "
+        f"{trainable:,} trainable parameters"
+    )
     plugins.hook.ftkit_stage_start(run=run, stage=stage, index=index)
 
 
@@ -345,25 +401,34 @@ def restore(saved: dict[str, Any], model: torch.nn.Module, loop: Loop, plan: Pla
 
 
 def rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-            "numpy": torch.from_numpy(keys.astype(np.int64)), "numpy_pos": pos,
-            "numpy_gauss": [has_gauss, gauss]}
+    _, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    assert isinstance(keys, np.ndarray)
+    return {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "numpy": torch.from_numpy(keys.astype(np.int64)),
+        "numpy_pos": pos,
+        "numpy_gauss": [has_gauss, gauss],
+    }
 
 
 def set_rng_state(rng: dict[str, Any]) -> None:
     torch.set_rng_state(rng["torch"])
     random.setstate((3, tuple(rng["python"]), None))
-    np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), rng["numpy_pos"],
-                         *rng["numpy_gauss"]))
+    np.random.set_state(
+        ("MT19937", rng["numpy"].numpy().astype(np.uint32), rng["numpy_pos"], *rng["numpy_gauss"])
+    )
 
 
 def keep_rows_up_to(path: Path, epoch: int) -> None:
     """Drop the metrics rows an interrupted run wrote after its checkpoint."""
     if not path.exists():
         return
-    rows = [line for line in path.read_text().splitlines()
-            if line and json.loads(line)["epoch"] <= epoch]
+    rows = [
+        line
+        for line in path.read_text().splitlines()
+        if line and json.loads(line)["epoch"] <= epoch
+    ]
     path.write_text("".join(row + "\n" for row in rows))
 
 

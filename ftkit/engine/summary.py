@@ -24,8 +24,12 @@ DIAGNOSES = {
 
 def diagnosis_message(guard: BaselineGuard, monitor: str, lr: float) -> str:
     return DIAGNOSES.get(guard.diagnosis, guard.diagnosis).format(
-        monitor=monitor, base=guard.baseline_metric, epochs=len(guard.history),
-        lower=fmt_lr(lr / 10), higher=fmt_lr(lr * 10))
+        monitor=monitor,
+        base=guard.baseline_metric,
+        epochs=len(guard.history),
+        lower=fmt_lr(lr / 10),
+        higher=fmt_lr(lr * 10),
+    )
 
 
 def rare_classes(counts: list[int], class_names: list[str]) -> list[str]:
@@ -35,14 +39,26 @@ def rare_classes(counts: list[int], class_names: list[str]) -> list[str]:
         return []
     median = sorted(counts)[len(counts) // 2]
     rarest = min(range(len(counts)), key=counts.__getitem__)
-    return [name for i, (name, c) in enumerate(zip(class_names, counts))
-            if i == rarest or c < median / 4]
+    return [
+        name
+        for i, (name, c) in enumerate(zip(class_names, counts, strict=True))
+        if i == rarest or c < median / 4
+    ]
 
 
-def summarize(*, stop_reason: str, monitor: str, final: dict[str, Any] | None,
-              best: dict[str, Any] | None, baseline: dict[str, Any] | None,
-              class_names: list[str], label_counts: list[int], per_class: str,
-              guard: BaselineGuard | None, lr: float) -> dict[str, Any]:
+def summarize(
+    *,
+    stop_reason: str,
+    monitor: str,
+    final: dict[str, Any] | None,
+    best: dict[str, Any] | None,
+    baseline: dict[str, Any] | None,
+    class_names: list[str],
+    label_counts: list[int],
+    per_class: str,
+    guard: BaselineGuard | None,
+    lr: float,
+) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "stop_reason": stop_reason,
         "monitor": monitor,
@@ -63,7 +79,7 @@ def summarize(*, stop_reason: str, monitor: str, final: dict[str, Any] | None,
             key = f"val_{per_class}"
             summary["delta_per_class"] = {
                 name: _delta(f, b)
-                for name, f, b in zip(class_names, final[key], baseline[key])
+                for name, f, b in zip(class_names, final[key], baseline[key], strict=True)
             }
     return summary
 
@@ -89,14 +105,21 @@ def summary_table(summary: dict[str, Any], per_class: str) -> str:
     rows.append(("val_loss", *cells(lambda c: c.get("val_loss"))))
     rare = set(summary["rare_classes"])
     for i, name in enumerate(summary["class_names"]):
-        label = f"{per_class[:-len('_per_class')]} {name}" + (" (rare)" if name in rare else "")
+        label = f"{per_class[: -len('_per_class')]} {name}" + (" (rare)" if name in rare else "")
         rows.append((label, *cells(lambda c, i=i: c[key][i])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.rjust(w) if j else cell.ljust(w)
-                       for j, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    lines = [
+        "  ".join(
+            cell.rjust(w) if j else cell.ljust(w)
+            for j, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
     if summary.get("delta_per_class"):
-        deltas = ", ".join(f"{name} {_fmt(d, signed=True)}" + ("*" if name in rare else "")
-                           for name, d in summary["delta_per_class"].items())
+        deltas = ", ".join(
+            f"{name} {_fmt(d, signed=True)}" + ("*" if name in rare else "")
+            for name, d in summary["delta_per_class"].items()
+        )
         lines.append(f"change per class (final - baseline; * rare): {deltas}")
     return "\n".join(lines)
 
