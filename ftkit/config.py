@@ -8,6 +8,7 @@ Strategy options live in ``[strategy]`` in the file and ``-o KEY=VALUE``.
 
 from __future__ import annotations
 
+import functools
 import math
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -139,8 +140,13 @@ def option_fields() -> list[Any]:
     return [f for f in fields(Config) if "help" in f.metadata]
 
 
+@functools.cache
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(Config)
+
+
 def field_type(f: Any) -> type:
-    hint = typing.get_type_hints(Config)[f.name]
+    hint = _hints()[f.name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if args else hint
 
