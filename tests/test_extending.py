@@ -84,24 +84,23 @@ def ftkit_run_end(run, summary):
 '''
 
 
+TOY = [
+    "--plugin",
+    "ext",
+    "--model",
+    "toy:8",
+    "--data",
+    "builtin:dots",
+    "--strategy",
+    "gradual",
+    "-o",
+    "every=1",
+]
+
+
 def test_models_anatomies_and_datasets_from_a_plugin(ftkit, tmp_path):
     (tmp_path / "ext.py").write_text(EXTENSION)
-    result = ftkit(
-        "plan",
-        "--plugin",
-        "ext",
-        "--model",
-        "toy:8",
-        "--data",
-        "builtin:dots",
-        "--strategy",
-        "gradual",
-        "--epochs",
-        "2",
-        "-o",
-        "every=1",
-        "--json",
-    )
+    result = ftkit("plan", *TOY, "--epochs", "2", "--json")
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert [s["name"] for s in plan["stages"]] == ["head", "+body"]
@@ -114,25 +113,7 @@ def test_models_anatomies_and_datasets_from_a_plugin(ftkit, tmp_path):
 def test_lifecycle_hooks_and_request_stop(ftkit, tmp_path):
     (tmp_path / "ext.py").write_text(EXTENSION)
     result = ftkit(
-        "run",
-        "--plugin",
-        "ext",
-        "--model",
-        "toy:8",
-        "--data",
-        "builtin:dots",
-        "--strategy",
-        "gradual",
-        "--epochs",
-        "4",
-        "-o",
-        "every=1",
-        "--image-size",
-        "32",
-        "--num-samples",
-        "32",
-        "--out",
-        "run",
+        "run", *TOY, "--epochs", "4", "--image-size", "32", "--num-samples", "32", "--out", "run"
     )
     assert result.returncode == 0, result.stderr
     events = json.loads((tmp_path / "events.json").read_text())

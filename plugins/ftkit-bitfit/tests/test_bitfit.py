@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -44,8 +45,10 @@ def test_trains_only_biases_and_head(resnet_anatomy):
 
 def test_listed_by_its_distribution():
     """Installed with pip, ftkit finds it through the entry point."""
+    env = {k: v for k, v in os.environ.items() if k != "FTKIT_DISABLE_PLUGIN_AUTOLOAD"}
     out = subprocess.run(
         [sys.executable, "-m", "ftkit", "strategies", "--json"],
+        env=env,
         capture_output=True,
         text=True,
         check=True,
