@@ -51,7 +51,7 @@ def resolve_strategy(config: Config, plugins: Plugins) -> tuple[Strategy, dict[s
     return strategy, options
 
 
-def prepare(config: Config, plugins: Plugins, *, load_data: bool = False) -> Prepared:
+def prepare(config: Config, plugins: Plugins) -> Prepared:
     from ftkit.models import build_model
 
     strategy, options = resolve_strategy(config, plugins)
@@ -59,7 +59,7 @@ def prepare(config: Config, plugins: Plugins, *, load_data: bool = False) -> Pre
     check_loss(loss, plugins)
     data = None
     num_classes = config.num_classes
-    if load_data or num_classes is None:
+    if num_classes is None:  # the data says how many classes there are
         data = open_data(config, plugins, num_classes)
         num_classes = num_classes or data.num_classes
     model = build_model(
@@ -87,20 +87,9 @@ def check_loss(spec: str, plugins: Plugins) -> None:
     parse_loss(spec, plugins.losses.names())
 
 
-def open_data(
-    config: Config,
-    plugins: Plugins,
-    num_classes: int | None = None,
-    mean: Any = None,
-    std: Any = None,
-) -> DataSplits:
+def open_data(config: Config, plugins: Plugins, num_classes: int | None = None) -> DataSplits:
     from ftkit.data import load_data
 
-    kwargs: dict[str, Any] = {}
-    if mean is not None:
-        kwargs.update(mean=mean, std=std)
-    if num_classes is not None:
-        kwargs["num_classes"] = num_classes
     return load_data(
         config.data,
         config.task,
@@ -109,5 +98,14 @@ def open_data(
         num_samples=config.num_samples,
         seed=config.seed,
         augment=config.augment,
-        **kwargs,
+        num_classes=num_classes,
     )
+
+
+def model_data(prepared: Prepared, plugins: Plugins) -> DataSplits:
+    """The data with the model's normalisation, opened once."""
+    from ftkit.models import normalization
+
+    data = prepared.data or open_data(prepared.config, plugins, prepared.num_classes)
+    mean, std = normalization(prepared.model)
+    return data.with_transforms(augment=prepared.config.augment, mean=mean, std=std)

@@ -9,12 +9,12 @@ from torch.utils.data import DataLoader
 
 from ftkit.config import Config
 from ftkit.engine import checkpoint as ckpt
+from ftkit.engine.distributed import pick_device
 from ftkit.engine.loop import Loop
 from ftkit.engine.optim import make_optimizer
-from ftkit.engine.run import make_loss, pick_device
-from ftkit.models import normalization
+from ftkit.engine.run import make_loss
 from ftkit.plugins.manager import Plugins
-from ftkit.prepare import open_data, prepare
+from ftkit.prepare import model_data, prepare
 from ftkit.tasks import TASKS
 
 
@@ -23,8 +23,7 @@ def evaluate_checkpoint(path: str, config: Config, plugins: Plugins) -> dict[str
     state = ckpt.read_weights(path)
     ckpt.load_weights(prepared.model, state, source=path, strict=True)
     device = pick_device(config.device)
-    mean, std = normalization(prepared.model)
-    data = open_data(config, plugins, prepared.num_classes, mean=mean, std=std)
+    data = model_data(prepared, plugins)
     loader = DataLoader(data.val, batch_size=config.batch_size, num_workers=config.workers)
     model = prepared.model.to(device)
     loop = Loop(model, make_optimizer("adamw", model), device, amp=config.amp)

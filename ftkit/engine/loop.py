@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ftkit.engine.distributed import World
 from ftkit.engine.guards import GradNormAlert, NonFinite
 from ftkit.engine.optim import set_lr
 from ftkit.plan import Stage
@@ -69,6 +70,8 @@ class Loop:
     nonfinite: NonFinite = field(default_factory=lambda: NonFinite(5))
     scaler: Any = None
     progress: EpochProgress | None = None  # the epoch in progress, if any
+    world: World = field(default_factory=World)
+    net: nn.Module | None = None  # what training calls: the model, or DDP around it
 
     def __post_init__(self) -> None:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
@@ -102,13 +105,16 @@ class Loop:
         epoch = self.progress = self.progress or EpochProgress()
         start, bad = time.perf_counter(), False
         self.optimizer.zero_grad(set_to_none=True)
+        net = self.net or self.model
         for x, y in loader:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with self.autocast():
-                loss = loss_fn(self.model(x), y)
+                loss = loss_fn(net(x), y)
             value = float(loss.detach())
+            # Backward even a non-finite loss: under DDP every rank must join the
+            # gradient all-reduce. The step is skipped below, the weights untouched.
+            self.scaler.scale(loss / self.accumulate).backward()
             if math.isfinite(value):
-                self.scaler.scale(loss / self.accumulate).backward()
                 epoch.losses.append(value)
             else:
                 bad = True  # poisons the whole accumulated step
@@ -116,6 +122,8 @@ class Loop:
             epoch.images += x.shape[0]
             if epoch.batches % self.accumulate:
                 continue  # a trailing partial accumulation is dropped with the epoch
+            # One collective per step makes skips and interrupts the same on every rank.
+            bad, stop = self.world.any(bad, interrupted())
             norm = self._step(params, bad, stage, stage_step + epoch.steps, total_steps, warmup)
             bad = False
             epoch.steps += 1
@@ -131,7 +139,7 @@ class Loop:
                     epoch.warnings.append(note)
             if on_batch:
                 on_batch(value, x.shape[0])
-            if interrupted():
+            if stop:
                 break
         else:
             epoch.complete = True
@@ -181,13 +189,15 @@ class Loop:
         samples for the loggers."""
         self.model.eval()
         metrics = task.metrics(num_classes, self.device)
-        losses: list[torch.Tensor] = []
+        # loss summed over samples, and the sample count: summed over ranks at the end
+        totals = torch.zeros(2, dtype=torch.float64, device=self.device)
         samples: list[Any] = []
         for x, y in loader:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with self.autocast():
                 logits = self.model(x)
-                losses.append(loss_fn(logits, y).float() * x.shape[0])
+                totals[0] += loss_fn(logits, y).double() * x.shape[0]
+            totals[1] += x.shape[0]
             metrics.update(logits.float(), y)
             if len(samples) < keep:
                 preds = logits.argmax(1)
@@ -195,10 +205,20 @@ class Loop:
                     (x[j].cpu(), y[j].cpu(), preds[j].cpu())
                     for j in range(min(keep - len(samples), x.shape[0]))
                 ]
+        # Every rank saw a share of the split: sum the counts before computing.
+        self.world.sum(metrics.state)
+        self.world.sum(totals)
         result = {f"val_{k}": v for k, v in metrics.compute().items()}
-        count = len(loader.dataset)  # type: ignore[arg-type]
-        result["val_loss"] = float(torch.stack(losses).sum()) / max(count, 1)
+        result["val_loss"] = float(totals[0] / totals[1].clamp(min=1))
         return result, samples
+
+    def mean_loss(self, progress: EpochProgress) -> float:
+        """The epoch's mean training loss over every rank."""
+        totals = torch.tensor(
+            [sum(progress.losses), len(progress.losses)], dtype=torch.float64, device=self.device
+        )
+        self.world.sum(totals)
+        return float(totals[0] / totals[1]) if totals[1] else math.nan
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -15,7 +15,6 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,20 +22,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from ftkit import __version__
 from ftkit.config import Config
 from ftkit.engine import checkpoint as ckpt
+from ftkit.engine import distributed
+from ftkit.engine.distributed import EpochSampler, ShardSampler, World
 from ftkit.engine.guards import BaselineGuard, EarlyStopping, GradNormAlert, NonFinite
 from ftkit.engine.loop import EpochProgress, Loop, NonFiniteStop
 from ftkit.engine.optim import apply_stage, make_optimizer, set_train_mode
 from ftkit.engine.resume import open_resume
 from ftkit.engine.summary import summarize, summary_table
 from ftkit.errors import UsageError
+from ftkit.models import normalization
 from ftkit.plan import Plan
 from ftkit.plugins.manager import Plugins
-from ftkit.prepare import Prepared, open_data, prepare
+from ftkit.prepare import Prepared, model_data, prepare
 from ftkit.report import fmt_lr
 from ftkit.tasks import TASKS, Task
 
@@ -79,24 +81,6 @@ class RunState:
     last: dict[str, Any] | None = None
 
 
-class EpochSampler(Sampler[int]):
-    """A shuffle that is a function of (seed, epoch), able to start mid-epoch:
-    a resumed run replays exactly the batches the interrupted one would have."""
-
-    def __init__(self, size: int, seed: int) -> None:
-        self.size, self.seed, self.epoch, self.skip = size, seed, 0, 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=g)[self.skip :].tolist())
-
-    def __len__(self) -> int:
-        return self.size - self.skip
-
-
 class Interrupt:
     """SIGINT and SIGTERM stop training at the next step boundary."""
 
@@ -118,26 +102,24 @@ class Interrupt:
         return self.signal is not None
 
 
+QUIET = False  # set on every rank but 0: one process speaks for a distributed run
+
+
 def say(message: str) -> None:
-    print(message, flush=True)
+    if not QUIET:
+        print(message, flush=True)
 
 
 def warn(message: str) -> None:
-    print(f"ftkit: warning: {message}", file=sys.stderr, flush=True)
+    if not QUIET:
+        print(f"ftkit: warning: {message}", file=sys.stderr, flush=True)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(
-            f"--device: unknown device '{name}'; use cpu, cuda, cuda:N or auto"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available on this machine")
-    return device
+class NoHooks:
+    """Lifecycle hooks run on rank 0 only."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda **kwargs: []
 
 
 def run_dir_for(config: Config) -> Path:
@@ -171,16 +153,31 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
         if opened is None:
             return EXIT_OK
         run_dir, config, saved = opened
+    world, device = distributed.setup(config.device)
+    try:
+        return train(config, plugins, world, device, saved, run_dir if saved else None)
+    finally:
+        distributed.shutdown(world)
+
+
+def train(
+    config: Config,
+    plugins: Plugins,
+    world: World,
+    device: torch.device,
+    saved: dict[str, Any] | None,
+    run_dir: Path | None,
+) -> int:
+    global QUIET
+    QUIET = not world.main
+    hooks = plugins.hook if world.main else NoHooks()
     seed_everything(config.seed)
-    device = pick_device(config.device)
     prepared = prepare(config, plugins)
     task = TASKS[config.task]
     model = prepared.model
     notes = [] if saved else load_start_weights(prepared)
-    from ftkit.models import normalization
-
+    data = model_data(prepared, plugins)
     mean, std = normalization(model)
-    data = open_data(config, plugins, prepared.num_classes, mean=mean, std=std)
     n_train, n_val = len(data.train), len(data.val)  # type: ignore[arg-type]
     if n_train < config.batch_size * config.accumulate:
         raise UsageError(
@@ -193,14 +190,18 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
     loss_fn = make_loss(prepared, data, plugins)
 
     if not saved:
-        run_dir = run_dir_for(config)
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.toml").write_text(config.to_toml())
-        (run_dir / "plan.json").write_text(json.dumps(prepared.plan.to_json(), indent=2) + "\n")
+        if world.main:
+            run_dir = run_dir_for(config)
+            (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.toml").write_text(config.to_toml())
+            plan_json = json.dumps(prepared.plan.to_json(), indent=2)
+            (run_dir / "plan.json").write_text(plan_json + "\n")
+        run_dir = Path(world.from_main(str(run_dir)))
         for note in notes:
             say(note)
         for warning in prepared.plan.warnings:
             warn(warning)
+    assert run_dir is not None
 
     model.to(device)
     loop = Loop(
@@ -212,8 +213,9 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
         config.clip_grad_norm,
         GradNormAlert(config.grad_norm_alert),
         NonFinite(config.max_nonfinite_steps),
+        world=world,
     )
-    sampler = EpochSampler(n_train, config.seed)
+    sampler = EpochSampler(n_train, config.seed, world)
     # The loader draws worker seeds from its own generator: an iterator made
     # mid-epoch on resume must not consume the global RNG that augmentation uses.
     train_loader = DataLoader(
@@ -229,11 +231,11 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
     val_loader = DataLoader(
         data.val,
         batch_size=config.batch_size,
-        shuffle=False,
+        sampler=ShardSampler(n_val, world),
         num_workers=config.workers,
         pin_memory=device.type == "cuda",
     )
-    steps_per_epoch = (n_train // config.batch_size) // config.accumulate
+    steps_per_epoch = len(sampler) // config.batch_size // config.accumulate
     monitor = config.monitor or task.monitor
     plan = prepared.plan
     state = RunState(stopper=asdict(EarlyStopping(monitor, config.patience, config.min_delta)))
@@ -244,20 +246,22 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
     if saved:
         state = restore(saved, model, loop, plan)
         run.start_epoch = state.epoch + 1
-        keep_rows_up_to(metrics_path, state.epoch)
+        if world.main:
+            keep_rows_up_to(metrics_path, state.epoch)
         say(
             f"resuming {run_dir} after epoch {state.epoch}"
             + (f", batch {loop.progress.batches}" if loop.progress else "")
         )
     stopper = EarlyStopping(**state.stopper)
-    plugins.hook.ftkit_run_start(run=run)
+    hooks.ftkit_run_start(run=run)
 
     if config.start_from and state.baseline is None:
         state.baseline, _ = loop.evaluate(val_loader, loss_fn, task, prepared.num_classes)
         record = {"stage": "baseline", "epoch": 0, **state.baseline}
-        append_jsonl(metrics_path, record)
+        if world.main:
+            append_jsonl(metrics_path, record)
         say(epoch_line(record, monitor))
-        plugins.hook.ftkit_epoch_end(run=run, record=record)
+        hooks.ftkit_epoch_end(run=run, record=record)
         if config.guard:
             state.guard = asdict(
                 BaselineGuard(
@@ -272,6 +276,8 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
     def save_last() -> None:
         state.stopper = asdict(stopper)
         state.guard = asdict(guard) if guard else None
+        if not world.main:
+            return
         ckpt.save_state(
             last_path,
             {
@@ -292,7 +298,7 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
             stage = plan.stages[index]
             if index != state.stage_index:
                 state.stage_index, state.stage_step = index, 0
-                enter_stage(run, loop, index, plugins)
+                enter_stage(run, loop, index, hooks)
             set_train_mode(model, stage)
             resumed = loop.progress is not None
             if not resumed:
@@ -335,19 +341,21 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
             val, run.samples = loop.evaluate(val_loader, loss_fn, task, prepared.num_classes)
             record = epoch_record(epoch, stage.name, progress, val, loop)
             state.epoch, state.last = epoch, record
-            append_jsonl(metrics_path, record)
+            if world.main:
+                append_jsonl(metrics_path, record)
             say(epoch_line(record, monitor))
-            plugins.hook.ftkit_epoch_end(run=run, record=record)
+            hooks.ftkit_epoch_end(run=run, record=record)
             if stopper.update(epoch, record):
                 state.best = record
-                ckpt.save_weights(run_dir / "checkpoints" / ckpt.BEST, model.state_dict())
+                if world.main:
+                    ckpt.save_weights(run_dir / "checkpoints" / ckpt.BEST, model.state_dict())
             save_last()
             if guard is not None and guard.update(record[monitor], record["val_loss"]):
                 stop_reason = "baseline-guard"
             elif stopper.should_stop:
                 stop_reason = "early-stopping"
-            elif run.stop_reason:
-                stop_reason = run.stop_reason
+            elif world.from_main(run.stop_reason):  # plugins run on rank 0 only
+                stop_reason = world.from_main(run.stop_reason)
             if stop_reason != "completed":
                 break
 
@@ -363,8 +371,9 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
         guard=guard,
         lr=config.lr,
     )
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plugins.hook.ftkit_run_end(run=run, summary=summary)
+    if world.main:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    hooks.ftkit_run_end(run=run, summary=summary)
     say(summary_table(summary, task.per_class))
     if "diagnosis_message" in summary:
         (warn if summary["diagnosis"] != "healthy" else say)(
@@ -376,9 +385,10 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
     return EXIT_GUARD if stop_reason in GUARD_STOPS else EXIT_OK
 
 
-def enter_stage(run: Run, loop: Loop, index: int, plugins: Plugins) -> None:
+def enter_stage(run: Run, loop: Loop, index: int, hooks: Any) -> None:
     stage = run.plan.stages[index]
     apply_stage(run.model, loop.optimizer, stage)
+    loop.net = distributed.wrap(run.model, loop.world, loop.device)
     trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
     lrs = ", ".join(
         f"{g.name} {fmt_lr(g.lr)}" for g in stage.groups if not g.name.endswith("/no_decay")
@@ -387,7 +397,7 @@ def enter_stage(run: Run, loop: Loop, index: int, plugins: Plugins) -> None:
         f"stage {index + 1}/{len(run.plan.stages)} '{stage.name}': {lrs}; "
         f"{trainable:,} trainable parameters"
     )
-    plugins.hook.ftkit_stage_start(run=run, stage=stage, index=index)
+    hooks.ftkit_stage_start(run=run, stage=stage, index=index)
 
 
 def restore(saved: dict[str, Any], model: torch.nn.Module, loop: Loop, plan: Plan) -> RunState:
@@ -396,6 +406,7 @@ def restore(saved: dict[str, Any], model: torch.nn.Module, loop: Loop, plan: Pla
     if state.stage_index >= 0:
         # The optimizer's groups must be those of the stage before its state loads.
         apply_stage(model, loop.optimizer, plan.stages[state.stage_index])
+        loop.net = distributed.wrap(model, loop.world, loop.device)
     loop.load_state_dict(saved["loop"])
     return state
 
@@ -479,7 +490,7 @@ def epoch_record(
     return {
         "stage": stage,
         "epoch": epoch,
-        "train_loss": stats.loss,
+        "train_loss": loop.mean_loss(stats),
         **val,
         "lr": lrs,
         "grad_norm": {"mean": stats.grad_norm_mean, "max": stats.grad_norm_max},

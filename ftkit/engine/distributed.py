@@ -1,0 +1,143 @@
+"""Multi-process training on PyTorch's own engine: ``torchrun --nproc_per_node
+N -m ftkit run ...`` runs DistributedDataParallel (gloo on the CPU, NCCL on
+CUDA). Every rank sees its share of each global batch; metrics are reduced
+across ranks (confusion matrices summed), so every decision (early stopping,
+guards, skipped steps) comes out the same on every rank. Only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+from ftkit.errors import UsageError
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 1
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over ranks, in place."""
+        if self.enabled:
+            dist.all_reduce(tensor)
+        return tensor
+
+    def any(self, *flags: bool) -> list[bool]:
+        """For each flag, whether it is true on some rank (one collective)."""
+        if not self.enabled:
+            return list(flags)
+        tensor = torch.tensor([float(f) for f in flags], device=_collective_device())
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return [bool(v) for v in tensor.tolist()]
+
+    def from_main(self, value: Any) -> Any:
+        """Rank 0's value of ``value``, on every rank."""
+        if not self.enabled:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def _collective_device() -> torch.device:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def setup(device: str) -> tuple[World, torch.device]:
+    """The process's rank and device; initialises the process group under torchrun."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World(), pick_device(device)
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return World(dist.get_rank(), size), torch.device("cuda", local)
+    return World(dist.get_rank(), size), torch.device("cpu")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(
+            f"--device: unknown device '{name}'; use cpu, cuda, cuda:N or auto"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
+    """The module to call for training: DDP over the parameters that train now.
+    DDP fixes its parameter set when built, so a stage change wraps again."""
+    if not world.enabled or not any(p.requires_grad for p in model.parameters()):
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def shutdown(world: World) -> None:
+    if world.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class EpochSampler(Sampler[int]):
+    """A shuffle that is a function of (seed, epoch), able to start mid-epoch
+    (a resumed run replays exactly the batches the interrupted one would
+    have), and shared out by stride: with N ranks of batch B, the global batch
+    is the same B x N samples a single process with batch B x N would take."""
+
+    def __init__(self, size: int, seed: int, world: World = World()) -> None:
+        self.size, self.seed, self.world = size, seed, world
+        self.epoch = self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.size, generator=g)
+        order = order[: len(order) - len(order) % self.world.size]  # equal shares
+        return iter(order[self.world.rank :: self.world.size][self.skip :].tolist())
+
+    def __len__(self) -> int:
+        return self.size // self.world.size - self.skip
+
+
+class ShardSampler(Sampler[int]):
+    """Validation in order, every sample on exactly one rank (no padding, so
+    the reduced metrics equal a single process's)."""
+
+    def __init__(self, size: int, world: World = World()) -> None:
+        self.indices = range(world.rank, size, world.size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
