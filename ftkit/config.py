@@ -115,6 +115,14 @@ class Config:
     seed: int = opt(0, "random seed")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto", trains=False)
     workers: int = opt(0, "data-loader worker processes", check=_non_negative, trains=False)
+    channels_last: bool = opt(
+        False,
+        "channels-last memory format (faster convolutions on recent GPUs with AMP)",
+        trains=False,
+    )
+    compile: bool = opt(
+        False, "torch.compile the model (slow start, faster steps on GPU)", trains=False
+    )
     out: str | None = opt(None, "run directory [default: runs/<time>-<strategy>]", trains=False)
     strategy_options: dict[str, Any] = field(default_factory=dict)
     plugins: tuple[str, ...] = ()

@@ -160,5 +160,5 @@ def _split_decay(
 
 def _situation(request: PlanRequest) -> str:
     if request.from_checkpoint:
-        return "same-domain"
+        return "loss-switch" if request.new_loss else "same-domain"
     return "transfer" if request.pretrained else "scratch"

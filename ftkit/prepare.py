@@ -71,6 +71,7 @@ def prepare(config: Config, plugins: Plugins) -> Prepared:
         epochs=config.epochs,
         options=options,
         from_checkpoint=bool(config.start_from),
+        new_loss=config.loss is not None,
         pretrained=bool(config.weights),
         optimizer=config.optimizer,
     )

@@ -39,6 +39,7 @@ class PlanRequest:
     epochs: int
     options: dict[str, Any]
     from_checkpoint: bool = False
+    new_loss: bool = False  # --loss given: with --from, that is a loss switch
     pretrained: bool = False
     optimizer: str = "adamw"
 

@@ -142,9 +142,13 @@ def test_llrd_matches_timm_param_groups_layer_decay(plugins):
     assert decays(stage) == expected_wd
 
 
-def test_two_stage_gives_seed_004_table(plugins):
+def test_two_stage_gives_seed_004_table(plugins, tmp_path):
+    baseline = tmp_path / "baseline.safetensors"
+    baseline.write_bytes(b"")  # plan only checks that the file is there
     prepared = prepare(
         Config(
+            start_from=str(baseline),
+            loss="ce+dice",  # a loss switch from a converged model: seed 004
             strategy="two-stage",
             lr=1e-5,
             epochs=10,
@@ -159,7 +163,7 @@ def test_two_stage_gives_seed_004_table(plugins):
         p.startswith(("decoder.", "segmentation_head.")) for p in head_params
     )
     assert set(lrs(head)) == head_params
-    assert set(lrs(head).values()) == {pytest.approx(3e-6)}
+    assert all(lr == pytest.approx(3e-6) for lr in lrs(head).values())
     stage2 = lrs(both)
     assert stage2["encoder.layer3.0.conv1.weight"] == pytest.approx(1.5e-7)
     assert stage2["segmentation_head.0.weight"] == pytest.approx(6e-7)
@@ -203,7 +207,8 @@ def test_plan_cli_prints_the_seed_004_lrs(ftkit):
     stage1, stage2 = out.split("stage 2/2")
     assert "3e-6" in stage1
     assert "1.5e-7" in stage2 and "6e-7" in stage2
-    assert "no LR warnings" in out
+    # without --from, these LRs are linted as training from scratch
+    assert "far below the 1e-4..1e-3 band for training from scratch" in out
 
 
 def test_seed_004_original_setting_warns(ftkit, tmp_path):

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ftkit.engine import distributed
 from ftkit.engine.distributed import World
 from ftkit.engine.guards import GradNormAlert, NonFinite
 from ftkit.engine.optim import set_lr
@@ -72,9 +73,16 @@ class Loop:
     progress: EpochProgress | None = None  # the epoch in progress, if any
     world: World = field(default_factory=World)
     net: nn.Module | None = None  # what training calls: the model, or DDP around it
+    channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
+
+    def wrap(self) -> None:
+        """Build what training calls, after the trainable parameters changed."""
+        net = distributed.wrap(self.model, self.world, self.device)
+        self.net = torch.compile(net) if self.compile else net  # type: ignore[assignment]
 
     def autocast(self) -> Any:
         if self.amp == "off":
@@ -106,8 +114,10 @@ class Loop:
         start, bad = time.perf_counter(), False
         self.optimizer.zero_grad(set_to_none=True)
         net = self.net or self.model
+        layout = torch.channels_last if self.channels_last else torch.preserve_format
         for x, y in loader:
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x = x.to(self.device, non_blocking=True, memory_format=layout)
+            y = y.to(self.device, non_blocking=True)
             with self.autocast():
                 loss = loss_fn(net(x), y)
             value = float(loss.detach())

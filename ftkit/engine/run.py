@@ -204,6 +204,8 @@ def train(
     assert run_dir is not None
 
     model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
     loop = Loop(
         model,
         make_optimizer(config.optimizer, model),
@@ -214,6 +216,8 @@ def train(
         GradNormAlert(config.grad_norm_alert),
         NonFinite(config.max_nonfinite_steps),
         world=world,
+        channels_last=config.channels_last,
+        compile=config.compile,
     )
     sampler = EpochSampler(n_train, config.seed, world)
     # The loader draws worker seeds from its own generator: an iterator made
@@ -388,7 +392,7 @@ def train(
 def enter_stage(run: Run, loop: Loop, index: int, hooks: Any) -> None:
     stage = run.plan.stages[index]
     apply_stage(run.model, loop.optimizer, stage)
-    loop.net = distributed.wrap(run.model, loop.world, loop.device)
+    loop.wrap()
     trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
     lrs = ", ".join(
         f"{g.name} {fmt_lr(g.lr)}" for g in stage.groups if not g.name.endswith("/no_decay")
@@ -406,7 +410,7 @@ def restore(saved: dict[str, Any], model: torch.nn.Module, loop: Loop, plan: Pla
     if state.stage_index >= 0:
         # The optimizer's groups must be those of the stage before its state loads.
         apply_stage(model, loop.optimizer, plan.stages[state.stage_index])
-        loop.net = distributed.wrap(model, loop.world, loop.device)
+        loop.wrap()
     loop.load_state_dict(saved["loop"])
     return state
 

@@ -1,0 +1,199 @@
+"""ftkit's benchmark suite: every figure of docs/performance.md, one command.
+
+    python tools/bench.py [--quick] [--out bench.json]
+
+Each figure is a ratio measured side by side in this one run, on this
+machine, so that machine speed cancels out:
+
+- overhead: s/epoch of `ftkit run` / a plain PyTorch loop doing the same work
+- frozen:   s/epoch of two-stage's stage 1 (encoder frozen) / a full epoch
+- memory:   peak RSS of `freeze` and `two-stage` / `full`
+- metrics:  share of evaluation time spent accumulating metrics
+- start-up: `ftkit --help`, `strategies`, `plugins` in seconds
+
+Not a test: it takes minutes. Run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_overhead import ftkit_epochs, plain_epochs  # noqa: E402
+from bench_startup import COMMANDS, median_seconds  # noqa: E402
+
+from ftkit.config import Config  # noqa: E402
+from ftkit.engine.run import start  # noqa: E402
+from ftkit.metrics import SegmentationMetrics  # noqa: E402
+from ftkit.plugins.manager import Plugins  # noqa: E402
+from ftkit.prepare import model_data, prepare  # noqa: E402
+
+
+def train_seconds(config: Config) -> list[dict]:
+    """The records of a run: each holds its training seconds and stage."""
+    with tempfile.TemporaryDirectory() as out:
+        assert start(replace(config, out=f"{out}/run"), Plugins()) == 0
+        lines = Path(out, "run", "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def frozen_ratio(base: Config, epochs: int) -> dict:
+    staged = train_seconds(
+        replace(
+            base,
+            strategy="two-stage",
+            epochs=2 * epochs,
+            strategy_options={"stage1_epochs": epochs},
+        )
+    )
+    full = train_seconds(replace(base, strategy="full", epochs=epochs))
+    frozen = statistics.median(r["seconds"] for r in staged[1:epochs])
+    whole = statistics.median(r["seconds"] for r in full[1:])
+    return {"stage1_s_per_epoch": frozen, "full_s_per_epoch": whole, "ratio": frozen / whole}
+
+
+def peak_rss_mb(args: list[str]) -> float:
+    """Peak resident memory of one `ftkit run` process."""
+    probe = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+        "capture_output=True); print(resource.getrusage(resource.RUSAGE_CHILDREN)"
+        ".ru_maxrss)"
+    )
+    with tempfile.TemporaryDirectory() as out:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                probe,
+                sys.executable,
+                "-m",
+                "ftkit",
+                "run",
+                *args,
+                "--out",
+                f"{out}/run",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    return int(result.stdout.strip()) / 1024
+
+
+def memory(args: list[str]) -> dict:
+    full = peak_rss_mb([*args, "--strategy", "full"])
+    out = {"full_mb": full}
+    for name, extra in [("freeze", []), ("two-stage stage 1", ["-o", "stage1_epochs=1"])]:
+        strategy = name.split()[0]
+        mb = peak_rss_mb([*args, "--strategy", strategy, *extra])
+        out[f"{name}_mb"], out[f"{name}_ratio"] = mb, mb / full
+    return out
+
+
+def metrics_share(base: Config) -> dict:
+    plugins = Plugins()
+    prepared = prepare(base, plugins)
+    data = model_data(prepared, plugins)
+    loader = torch.utils.data.DataLoader(data.val, batch_size=base.batch_size)
+    model = prepared.model.eval()
+    batches = [(x, y) for x, y in loader]
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        outputs = [(model(x), y) for x, y in batches]
+        forward = time.perf_counter() - t0
+        metrics = SegmentationMetrics(prepared.num_classes)
+        t0 = time.perf_counter()
+        for logits, y in outputs:
+            metrics.update(logits, y)
+        metrics.compute()
+        accumulate = time.perf_counter() - t0
+    return {
+        "forward_s": forward,
+        "metrics_s": accumulate,
+        "share": accumulate / (forward + accumulate),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer epochs and samples")
+    parser.add_argument("--out", type=Path, default=Path("bench.json"))
+    args = parser.parse_args()
+    samples, epochs = (96, 2) if args.quick else (256, 3)
+    base = Config(
+        lr=1e-4,
+        image_size=64,
+        num_samples=samples,
+        clip_grad_norm=1.0,
+        device="cpu",
+        strategy_options={"schedule": "constant"},
+    )
+    results: dict = {
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "model": base.model_spec,
+        "image_size": 64,
+        "num_samples": samples,
+    }
+
+    plain, ours = [], []
+    overhead_config = replace(base, strategy="full", epochs=epochs + 1)
+    for _ in range(2):  # alternate, so noise hits both
+        plain += plain_epochs(overhead_config)[1:]
+        ours += ftkit_epochs(overhead_config)[1:]
+    results["overhead"] = {
+        "plain_s_per_epoch": statistics.median(plain),
+        "ftkit_s_per_epoch": statistics.median(ours),
+        "ratio": statistics.median(ours) / statistics.median(plain),
+    }
+    results["frozen"] = frozen_ratio(base, epochs)
+    results["memory"] = memory(
+        ["--image-size", "64", "--num-samples", str(samples), "--epochs", "2"]
+    )
+    results["metrics"] = metrics_share(base)
+    results["startup_s"] = {name: median_seconds(cmd, 7) for name, cmd in COMMANDS.items()}
+
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    o, f, m, e = (results[k] for k in ("overhead", "frozen", "memory", "metrics"))
+    rows = [
+        (
+            "engine overhead, ftkit / plain s per epoch",
+            f"{o['ratio']:.3f} ({o['ftkit_s_per_epoch']:.2f} / {o['plain_s_per_epoch']:.2f} s)",
+            "<= 1.02",
+        ),
+        (
+            "frozen-encoder epoch / full epoch",
+            f"{f['ratio']:.3f} ({f['stage1_s_per_epoch']:.2f} / {f['full_s_per_epoch']:.2f} s)",
+            "<= 0.65",
+        ),
+        (
+            "peak memory, freeze / full",
+            f"{m['freeze_ratio']:.2f} ({m['freeze_mb']:.0f} / {m['full_mb']:.0f} MB)",
+            "",
+        ),
+        ("peak memory, two-stage / full", f"{m['two-stage stage 1_ratio']:.2f}", ""),
+        ("metric accumulation, share of evaluation", f"{100 * e['share']:.2f}%", "<= 2%"),
+        *(
+            (f"start-up `{k}`", f"{v:.3f} s", "< 0.3 s" if "ftkit" in k else "")
+            for k, v in results["startup_s"].items()
+        ),
+    ]
+    print("| figure | value | target |\n|---|---|---|")
+    print("\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
