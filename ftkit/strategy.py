@@ -60,8 +60,9 @@ COMMON_OPTIONS = (
         "bn_mode",
         str,
         "eval",
-        "BatchNorm in frozen layers: 'eval' keeps running stats fixed, 'train' updates them",
-        choices=("eval", "train"),
+        "BatchNorm running statistics: 'eval' fixes them in frozen layers, 'train' updates "
+        "them everywhere, 'frozen' fixes them everywhere (a converged model's)",
+        choices=("eval", "train", "frozen"),
     ),
     Option(
         "schedule",

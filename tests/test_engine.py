@@ -251,3 +251,30 @@ def test_early_stopping():
     assert loss.mode == "min" and loss.update(1, {"val_loss": 1.0})
     assert loss.update(2, {"val_loss": 0.5}) and not loss.should_stop
     assert math.isclose(loss.best, 0.5)
+
+
+@pytest.mark.parametrize(
+    "mode, trained_bn_trains, frozen_bn_trains",
+    [("eval", True, False), ("train", True, True), ("frozen", False, False)],
+)
+def test_bn_modes(mode, trained_bn_trains, frozen_bn_trains):
+    from ftkit.engine.optim import set_train_mode
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.Conv2d(4, 2, 1),
+        torch.nn.BatchNorm2d(2),
+    )
+    stage = Stage(
+        "s",
+        1,
+        "ce",
+        "constant",
+        0.0,
+        (ParamGroup("head", 0.1, 0.0, ("2.weight", "2.bias", "3.weight", "3.bias"), 14, "train"),),
+        ("0.weight", "0.bias", "1.weight", "1.bias"),
+        mode,
+    )
+    set_train_mode(model, stage)
+    assert (model[3].training, model[1].training) == (trained_bn_trains, frozen_bn_trains)

@@ -47,16 +47,16 @@ def apply_stage(model: nn.Module, optimizer: torch.optim.Optimizer, stage: Stage
 
 
 def set_train_mode(model: nn.Module, stage: Stage) -> None:
-    """Train mode, except BatchNorm whose parameters are all frozen when the
-    stage says so: its running statistics then stay those of the checkpoint."""
+    """Train mode, except BatchNorm whose running statistics the stage keeps:
+    with 'eval' those of fully frozen layers, with 'frozen' all of them."""
     model.train()
-    if stage.bn_mode != "eval" or not stage.frozen:
+    if stage.bn_mode == "train":
         return
     frozen = set(stage.frozen)
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             names = [f"{name}.{p}" if name else p for p, _ in module.named_parameters()]
-            if names and all(n in frozen for n in names):
+            if stage.bn_mode == "frozen" or (names and all(n in frozen for n in names)):
                 module.eval()
 
 
