@@ -11,6 +11,7 @@ class Task:
     name: str
     monitor: str  # default metric for early stopping, best weights and the guard
     ignore_index: int
+    monitors: tuple[str, ...]  # what --monitor may name
 
     def metrics(self, num_classes: int, device: Any) -> Any:
         from ftkit import metrics
@@ -25,6 +26,16 @@ class Task:
 
 
 TASKS = {
-    "segmentation": Task("segmentation", "val_miou", 255),
-    "classification": Task("classification", "val_accuracy", -100),
+    "segmentation": Task(
+        "segmentation",
+        "val_miou",
+        255,
+        ("val_miou", "val_pixel_accuracy", "val_mean_accuracy", "val_dice", "val_loss"),
+    ),
+    "classification": Task(
+        "classification",
+        "val_accuracy",
+        -100,
+        ("val_accuracy", "val_macro_f1", "val_top5", "val_loss"),
+    ),
 }

@@ -45,6 +45,10 @@ def seg_folder(root, n=4, size=8, mask_value=1):
         (["--num-samples", "12", "--batch-size", "16"], "fewer than one step"),
         (["--strategy", "freeze", "-o", "train_from=layer9"], "unknown layer group 'layer9'"),
         (["--class-weights", "1,2"], "class weights"),
+        (
+            ["--monitor", "val_mIoU"],
+            "unknown --monitor metric 'val_mIoU' (did you mean 'val_miou'?)",
+        ),
     ],
 )
 def test_bad_run_input(ftkit, tmp_path, args, expected):

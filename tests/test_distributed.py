@@ -11,7 +11,7 @@ import sys
 import pytest
 
 # No BatchNorm: per-rank batch statistics would differ from a single batch's.
-TOY = '''
+TOY = """
 import ftkit
 from torch import nn
 
@@ -20,9 +20,25 @@ from torch import nn
 def ftkit_register_models(register):
     register("toy", lambda rest, *, num_classes, task: nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, num_classes, 1)))
-'''
-ARGS = ["run", "--plugin", "toy", "--model", "toy:x", "--strategy", "full", "--epochs", "2",
-        "--image-size", "32", "--num-samples", "48", "--lr", "1e-2", "--no-augment"]
+"""
+ARGS = [
+    "run",
+    "--plugin",
+    "toy",
+    "--model",
+    "toy:x",
+    "--strategy",
+    "full",
+    "--epochs",
+    "2",
+    "--image-size",
+    "32",
+    "--num-samples",
+    "48",
+    "--lr",
+    "1e-2",
+    "--no-augment",
+]
 
 
 def free_port() -> int:
@@ -40,10 +56,33 @@ def test_two_gloo_processes_match_one(ftkit, tmp_path):
     single = ftkit(*ARGS, "--batch-size", "8", "--out", "single")
     assert single.returncode == 0, single.stderr
     ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node",
-         "2", "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
-         "-m", "ftkit", *ARGS, "--batch-size", "4", "--out", "ddp", "--device", "cpu"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "1",
+            "--nproc-per-node",
+            "2",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(free_port()),
+            "-m",
+            "ftkit",
+            *ARGS,
+            "--batch-size",
+            "4",
+            "--out",
+            "ddp",
+            "--device",
+            "cpu",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     one, two = rows(tmp_path / "single/metrics.jsonl"), rows(tmp_path / "ddp/metrics.jsonl")
     assert len(one) == len(two) == 2
@@ -54,5 +93,11 @@ def test_two_gloo_processes_match_one(ftkit, tmp_path):
         assert b["grad_norm"]["mean"] == pytest.approx(a["grad_norm"]["mean"], rel=1e-4)
     # only rank 0 wrote, and wrote everything once
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
-        "checkpoints", "config.toml", "metrics.jsonl", "plan.json", "summary.json", "tb"]
+        "checkpoints",
+        "config.toml",
+        "metrics.jsonl",
+        "plan.json",
+        "summary.json",
+        "tb",
+    ]
     assert ddp.stdout.count("completed after 2 epoch(s)") == 1

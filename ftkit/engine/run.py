@@ -34,7 +34,7 @@ from ftkit.engine.loop import EpochProgress, Loop, NonFiniteStop
 from ftkit.engine.optim import apply_stage, make_optimizer, set_train_mode
 from ftkit.engine.resume import open_resume
 from ftkit.engine.summary import summarize, summary_table
-from ftkit.errors import UsageError
+from ftkit.errors import UsageError, unknown
 from ftkit.models import normalization
 from ftkit.plan import Plan
 from ftkit.plugins.manager import Plugins
@@ -174,6 +174,9 @@ def train(
     seed_everything(config.seed)
     prepared = prepare(config, plugins)
     task = TASKS[config.task]
+    monitor = config.monitor or task.monitor
+    if monitor not in task.monitors:
+        raise unknown("--monitor metric", monitor, task.monitors)
     model = prepared.model
     notes = [] if saved else load_start_weights(prepared)
     data = model_data(prepared, plugins)
@@ -240,7 +243,6 @@ def train(
         pin_memory=device.type == "cuda",
     )
     steps_per_epoch = len(sampler) // config.batch_size // config.accumulate
-    monitor = config.monitor or task.monitor
     plan = prepared.plan
     state = RunState(stopper=asdict(EarlyStopping(monitor, config.patience, config.min_delta)))
     run = Run(config, plan, model, run_dir, task, data.class_names, mean, std)
