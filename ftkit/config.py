@@ -120,6 +120,13 @@ class Config:
         "channels-last memory format (faster convolutions on recent GPUs with AMP)",
         trains=False,
     )
+    cache_features: str = opt(
+        "auto",
+        "train heads behind a frozen backbone on cached "
+        "features: auto (when exact), on (or refuse), off",
+        choices=("auto", "on", "off"),
+        trains=False,
+    )
     compile: bool = opt(
         False, "torch.compile the model (slow start, faster steps on GPU)", trains=False
     )

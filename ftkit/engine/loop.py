@@ -72,17 +72,25 @@ class Loop:
     scaler: Any = None
     progress: EpochProgress | None = None  # the epoch in progress, if any
     world: World = field(default_factory=World)
-    net: nn.Module | None = None  # what training calls: the model, or DDP around it
+    net: Callable[..., Any] | None = None  # what training calls: model, DDP or cached head
     channels_last: bool = False
     compile: bool = False
 
     def __post_init__(self) -> None:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
 
+    def to_device(self, x: Any) -> Any:
+        """A batch of images, or of cached features (a list of tensors)."""
+        if isinstance(x, (list, tuple)):
+            return [t.to(self.device, non_blocking=True) for t in x]
+        if self.channels_last and x.dim() == 4:
+            return x.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        return x.to(self.device, non_blocking=True)
+
     def wrap(self) -> None:
         """Build what training calls, after the trainable parameters changed."""
         net = distributed.wrap(self.model, self.world, self.device)
-        self.net = torch.compile(net) if self.compile else net  # type: ignore[assignment]
+        self.net = torch.compile(net) if self.compile else net
 
     def autocast(self) -> Any:
         if self.amp == "off":
@@ -114,9 +122,8 @@ class Loop:
         start, bad = time.perf_counter(), False
         self.optimizer.zero_grad(set_to_none=True)
         net = self.net or self.model
-        layout = torch.channels_last if self.channels_last else torch.preserve_format
         for x, y in loader:
-            x = x.to(self.device, non_blocking=True, memory_format=layout)
+            x = self.to_device(x)
             y = y.to(self.device, non_blocking=True)
             with self.autocast():
                 loss = loss_fn(net(x), y)
@@ -129,7 +136,7 @@ class Loop:
             else:
                 bad = True  # poisons the whole accumulated step
             epoch.batches += 1
-            epoch.images += x.shape[0]
+            epoch.images += len(y)
             if epoch.batches % self.accumulate:
                 continue  # a trailing partial accumulation is dropped with the epoch
             # One collective per step makes skips and interrupts the same on every rank.
@@ -148,7 +155,7 @@ class Loop:
                 if note:
                     epoch.warnings.append(note)
             if on_batch:
-                on_batch(value, x.shape[0])
+                on_batch(value, len(y))
             if stop:
                 break
         else:

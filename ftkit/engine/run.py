@@ -28,6 +28,7 @@ from ftkit import __version__
 from ftkit.config import Config
 from ftkit.engine import checkpoint as ckpt
 from ftkit.engine import distributed
+from ftkit.engine.cache import CachedFeatures, check_requested, split_model, why_not
 from ftkit.engine.distributed import EpochSampler, ShardSampler, World
 from ftkit.engine.guards import BaselineGuard, EarlyStopping, GradNormAlert, NonFinite
 from ftkit.engine.loop import EpochProgress, Loop, NonFiniteStop
@@ -191,6 +192,8 @@ def train(
     if n_val == 0:
         raise UsageError(f"the validation split of '{config.data}' is empty")
     loss_fn = make_loss(prepared, data, plugins)
+    if config.cache_features == "on":
+        check_requested(model, prepared.plan.stages, data.train_is_deterministic, world.enabled)
 
     if not saved:
         if world.main:
@@ -298,6 +301,7 @@ def train(
         )
 
     stop_reason = "completed"
+    loader, loader_stage = train_loader, -1
     with Interrupt() as interrupted:
         for epoch in range(state.epoch + 1, plan.epochs + 1):
             index = plan.stage_at(epoch)
@@ -305,6 +309,11 @@ def train(
             if index != state.stage_index:
                 state.stage_index, state.stage_step = index, 0
                 enter_stage(run, loop, index, hooks)
+            if index != loader_stage:  # a new stage, or the first after a resume
+                loader, loader_stage = (
+                    stage_loader(config, stage, loop, data, train_loader, sampler),
+                    index,
+                )
             set_train_mode(model, stage)
             resumed = loop.progress is not None
             if not resumed:
@@ -316,10 +325,10 @@ def train(
             )
             if resumed:
                 set_rng_state(saved["rng"])  # type: ignore[index]
-            bar, on_batch = progress_bar(epoch, plan.epochs, len(train_loader))
+            bar, on_batch = progress_bar(epoch, plan.epochs, len(loader))
             try:
                 progress = loop.train_epoch(
-                    train_loader,
+                    loader,
                     loss_fn,
                     stage,
                     state.stage_step,
@@ -404,6 +413,30 @@ def enter_stage(run: Run, loop: Loop, index: int, hooks: Any) -> None:
         f"{trainable:,} trainable parameters"
     )
     hooks.ftkit_stage_start(run=run, stage=stage, index=index)
+
+
+def stage_loader(
+    config: Config,
+    stage: Any,
+    loop: Loop,
+    data: Any,
+    train_loader: DataLoader,
+    sampler: EpochSampler,
+) -> DataLoader:
+    """The stage's batches: images, or the frozen trunk's cached outputs."""
+    split = split_model(loop.model) if config.cache_features != "off" else None
+    if split is None or why_not(
+        split, loop.model, stage, data.train_is_deterministic, loop.world.enabled
+    ):
+        return train_loader
+    start = time.perf_counter()
+    features = CachedFeatures(split, data.train, config.batch_size, loop.device)
+    say(
+        f"cached the frozen backbone's features of {len(features)} samples in "
+        f"{time.perf_counter() - start:.1f}s; stage '{stage.name}' trains on them"
+    )
+    loop.net = split.head
+    return DataLoader(features, batch_size=config.batch_size, sampler=sampler, drop_last=True)
 
 
 def restore(saved: dict[str, Any], model: torch.nn.Module, loop: Loop, plan: Plan) -> RunState:

@@ -1,0 +1,125 @@
+"""Cached features: when a stage trains only what comes after a frozen trunk
+(linear probing, two-stage's head stage), compute the trunk's outputs once
+and train the head on them.
+
+This is exact only if the trunk gives the same output every epoch: no random
+augmentation, and a frozen trunk in eval mode (BatchNorm statistics and
+dropout fixed). ``--cache-features auto`` caches when that holds, ``on``
+refuses to run when it does not, ``off`` never caches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ftkit.errors import UsageError
+from ftkit.plan import Stage
+
+
+@dataclass(frozen=True)
+class Split:
+    trunk: nn.Module
+    trunk_forward: Callable[[torch.Tensor], Any]
+    head: Callable[[Any], torch.Tensor]
+    trunk_params: frozenset[str]
+
+
+def split_model(model: Any) -> Split | None:
+    """The model as trunk then head, for the families ftkit knows."""
+    import torchvision.models as tvm
+
+    if (
+        type(model).__module__.startswith("segmentation_models_pytorch.")
+        and getattr(model, "classification_head", None) is None
+    ):
+        return Split(
+            model.encoder,
+            model.encoder,
+            lambda f: model.segmentation_head(model.decoder(f)),
+            _params(model, "encoder"),
+        )
+    if isinstance(model, tvm.ResNet):
+
+        def resnet_trunk(x: torch.Tensor) -> torch.Tensor:
+            m = model
+            x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+            x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
+            return torch.flatten(m.avgpool(x), 1)
+
+        return Split(model, resnet_trunk, model.fc, _all_but(model, "fc"))
+    if hasattr(model, "forward_features") and hasattr(model, "forward_head"):  # timm
+        classifier = {id(p) for p in model.get_classifier().parameters()}
+        trunk = frozenset(n for n, p in model.named_parameters() if id(p) not in classifier)
+        return Split(model, model.forward_features, model.forward_head, trunk)
+    return None
+
+
+def _params(model: nn.Module, prefix: str) -> frozenset[str]:
+    return frozenset(n for n, _ in model.named_parameters() if n.startswith(prefix + "."))
+
+
+def _all_but(model: nn.Module, prefix: str) -> frozenset[str]:
+    return frozenset(n for n, _ in model.named_parameters() if not n.startswith(prefix + "."))
+
+
+def why_not(
+    split: Split | None, model: nn.Module, stage: Stage, deterministic: bool, distributed: bool
+) -> str | None:
+    """Why this stage cannot train on cached features, or None if it can."""
+    if split is None:
+        return f"ftkit does not know how to split {type(model).__name__} into trunk and head"
+    if set(stage.trainable) & split.trunk_params:
+        return f"stage '{stage.name}' trains part of the backbone"
+    if stage.bn_mode == "train":
+        return "bn_mode=train updates the frozen backbone's BatchNorm statistics"
+    if not deterministic:
+        return "random augmentation makes cached features wrong; add --no-augment"
+    if distributed:
+        return "it is not supported with torchrun yet"
+    return None
+
+
+def check_requested(
+    model: nn.Module, stages: tuple[Stage, ...], deterministic: bool, distributed: bool
+) -> None:
+    """``--cache-features on``: refuse, before anything is written, a plan in
+    which no stage can be cached."""
+    split = split_model(model)
+    reasons = [why_not(split, model, s, deterministic, distributed) for s in stages]
+    if all(reasons):
+        raise UsageError(f"--cache-features on: cannot cache: {reasons[0]}")
+
+
+class CachedFeatures(Dataset[tuple[Any, torch.Tensor]]):
+    """The trunk's outputs for every training sample, by sample index."""
+
+    def __init__(self, split: Split, dataset: Any, batch_size: int, device: torch.device) -> None:
+        was_training = split.trunk.training
+        split.trunk.eval()
+        self.features: list[Any] = []
+        self.targets: list[torch.Tensor] = []
+        with torch.no_grad():
+            for x, y in DataLoader(dataset, batch_size=batch_size):
+                out = split.trunk_forward(x.to(device))
+                for i in range(len(y)):
+                    self.features.append(_index(out, i))
+                    self.targets.append(y[i])
+        split.trunk.train(was_training)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Any, torch.Tensor]:
+        return self.features[index], self.targets[index]
+
+
+def _index(out: Any, i: int) -> Any:
+    if isinstance(out, (list, tuple)):
+        return [t[i] for t in out]
+    return out[i]

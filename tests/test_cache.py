@@ -1,0 +1,64 @@
+"""Cached features behind a frozen backbone: the same numbers, less work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import one_line_error
+
+PROBE = [
+    "run",
+    "--task",
+    "classification",
+    "--model",
+    "tv:resnet18",
+    "--strategy",
+    "freeze",
+    "--epochs",
+    "2",
+    "--image-size",
+    "32",
+    "--num-samples",
+    "48",
+]
+
+
+def rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_cached_linear_probe_matches_uncached(ftkit, tmp_path):
+    cached = ftkit(*PROBE, "--no-augment", "--out", "cached")
+    assert cached.returncode == 0, cached.stderr
+    assert "cached the frozen backbone's features of 38 samples" in cached.stdout
+    plain = ftkit(*PROBE, "--no-augment", "--cache-features", "off", "--out", "plain")
+    assert plain.returncode == 0, plain.stderr
+    assert "cached" not in plain.stdout
+    for a, b in zip(
+        rows(tmp_path / "cached/metrics.jsonl"), rows(tmp_path / "plain/metrics.jsonl"), strict=True
+    ):
+        for key in ("train_loss", "val_loss", "val_accuracy"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5), key
+
+
+def test_auto_does_not_cache_under_augmentation(ftkit):
+    result = ftkit(*PROBE, "--epochs", "1", "--out", "aug")
+    assert result.returncode == 0, result.stderr
+    assert "cached" not in result.stdout
+
+
+def test_on_refuses_when_augmentation_would_make_it_wrong(ftkit, tmp_path):
+    line = one_line_error(ftkit(*PROBE, "--cache-features", "on", "--out", "refused"))
+    assert not (tmp_path / "refused").exists()
+    assert line == (
+        "ftkit: error: --cache-features on: cannot cache: random augmentation "
+        "makes cached features wrong; add --no-augment"
+    )
+
+
+def test_on_refuses_when_the_backbone_trains(ftkit):
+    line = one_line_error(
+        ftkit(*PROBE, "--strategy", "full", "--no-augment", "--cache-features", "on")
+    )
+    assert "stage 'full' trains part of the backbone" in line
