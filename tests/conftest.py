@@ -3,6 +3,7 @@ environment (ftkit-bitfit, say) are not loaded unless a test asks for them."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,12 @@ import pytest
 os.environ["FTKIT_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 os.environ.pop("FTKIT_PLUGINS", None)
 ROOT = Path(__file__).resolve().parent.parent
+# What every run directory holds, as DESIGN.md promises.
+RUN_FILES = ["checkpoints", "config.toml", "metrics.jsonl", "plan.json", "summary.json", "tb"]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 @pytest.fixture

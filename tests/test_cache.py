@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from conftest import one_line_error
+from conftest import one_line_error, read_jsonl
 
 PROBE = [
     "run",
@@ -24,10 +22,6 @@ PROBE = [
 ]
 
 
-def rows(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 def test_cached_linear_probe_matches_uncached(ftkit, tmp_path):
     cached = ftkit(*PROBE, "--no-augment", "--out", "cached")
     assert cached.returncode == 0, cached.stderr
@@ -36,7 +30,9 @@ def test_cached_linear_probe_matches_uncached(ftkit, tmp_path):
     assert plain.returncode == 0, plain.stderr
     assert "cached" not in plain.stdout
     for a, b in zip(
-        rows(tmp_path / "cached/metrics.jsonl"), rows(tmp_path / "plain/metrics.jsonl"), strict=True
+        read_jsonl(tmp_path / "cached/metrics.jsonl"),
+        read_jsonl(tmp_path / "plain/metrics.jsonl"),
+        strict=True,
     ):
         for key in ("train_loss", "val_loss", "val_accuracy"):
             assert a[key] == pytest.approx(b[key], rel=1e-5), key

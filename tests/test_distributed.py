@@ -3,12 +3,12 @@ over the same global batches."""
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
 
 import pytest
+from conftest import RUN_FILES, read_jsonl
 
 # No BatchNorm: per-rank batch statistics would differ from a single batch's.
 TOY = """
@@ -47,10 +47,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rows(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 def test_two_gloo_processes_match_one(ftkit, tmp_path):
     (tmp_path / "toy.py").write_text(TOY)
     single = ftkit(*ARGS, "--batch-size", "8", "--out", "single")
@@ -84,7 +80,10 @@ def test_two_gloo_processes_match_one(ftkit, tmp_path):
         timeout=600,
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    one, two = rows(tmp_path / "single/metrics.jsonl"), rows(tmp_path / "ddp/metrics.jsonl")
+    one, two = (
+        read_jsonl(tmp_path / "single/metrics.jsonl"),
+        read_jsonl(tmp_path / "ddp/metrics.jsonl"),
+    )
     assert len(one) == len(two) == 2
     for a, b in zip(one, two, strict=True):
         for key in ("train_loss", "val_loss", "val_miou", "val_pixel_accuracy"):
@@ -92,12 +91,5 @@ def test_two_gloo_processes_match_one(ftkit, tmp_path):
         assert b["val_confusion_matrix"] == a["val_confusion_matrix"]
         assert b["grad_norm"]["mean"] == pytest.approx(a["grad_norm"]["mean"], rel=1e-4)
     # only rank 0 wrote, and wrote everything once
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
-        "checkpoints",
-        "config.toml",
-        "metrics.jsonl",
-        "plan.json",
-        "summary.json",
-        "tb",
-    ]
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == RUN_FILES
     assert ddp.stdout.count("completed after 2 epoch(s)") == 1

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import one_line_error
+from conftest import RUN_FILES, one_line_error
 
 from ftkit.engine.guards import EarlyStopping, GradNormAlert, NonFinite
 from ftkit.engine.loop import Loop, NonFiniteStop
@@ -37,14 +37,7 @@ def seg_run(tmp_path_factory):
 
 def test_segmentation_run_directory(seg_run, ftkit):
     run, result = seg_run
-    assert sorted(p.name for p in run.iterdir()) == [
-        "checkpoints",
-        "config.toml",
-        "metrics.jsonl",
-        "plan.json",
-        "summary.json",
-        "tb",
-    ]
+    assert sorted(p.name for p in run.iterdir()) == RUN_FILES
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "best.safetensors",
         "last.pt",
