@@ -119,7 +119,9 @@ def make_plan(
                     f"is in two groups of stage '{spec.name}'"
                 )
             seen.update(g.params)
-            groups += _split_decay(g.name, g.params, g.lr, opts["weight_decay"], anatomy)
+            # BatchNorm in a trained group trains, unless every BatchNorm is kept frozen
+            bn = "eval" if opts["bn_mode"] == "frozen" else "train"
+            groups += _split_decay(g.name, g.params, g.lr, opts["weight_decay"], anatomy, bn)
         frozen = tuple(p for p in anatomy.sizes if p not in seen)
         stages.append(
             Stage(
@@ -145,7 +147,12 @@ def make_plan(
 
 
 def _split_decay(
-    name: str, params: tuple[str, ...], lr: float, weight_decay: float, anatomy: Anatomy
+    name: str,
+    params: tuple[str, ...],
+    lr: float,
+    weight_decay: float,
+    anatomy: Anatomy,
+    bn_mode: str,
 ) -> list[ParamGroup]:
     """One group becomes up to two: weights with decay, the rest without."""
     decay = tuple(p for p in params if p not in anatomy.no_decay)
@@ -154,7 +161,7 @@ def _split_decay(
     for suffix, members, wd in (("", decay, weight_decay), ("/no_decay", rest, 0.0)):
         if members:
             size = sum(anatomy.sizes[p] for p in members)
-            out.append(ParamGroup(name + suffix, lr, wd, members, size, "train"))
+            out.append(ParamGroup(name + suffix, lr, wd, members, size, bn_mode))
     return out
 
 

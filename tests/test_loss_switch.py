@@ -136,6 +136,13 @@ def test_lr_too_high_stops_on_the_second_falling_epoch():
     assert g.update(0.52, 0.580) == "lr-too-high"
 
 
+def test_below_the_baseline_for_the_whole_watch_is_too_high():
+    g = guard(epochs=3)  # a drop that climbs back a little, but never to the baseline
+    assert g.update(0.60, 0.50) is None
+    assert g.update(0.61, 0.49) is None
+    assert g.update(0.62, 0.48) == "lr-too-high"
+
+
 def test_one_dip_that_recovers_is_not_a_stop():
     g = guard()
     assert g.update(0.60, 0.50) is None

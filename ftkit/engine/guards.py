@@ -82,7 +82,8 @@ class BaselineGuard:
     """Reads the first epochs against the baseline, as seed 004 says:
 
     - the metric below the baseline by more than ``tolerance`` and still falling
-      on the next epoch: the LR is too high, stop;
+      on the next epoch, or below it for the whole watch: the LR is too high,
+      stop (a drop that never recovers is no more healthy than one that falls);
     - metric and loss almost unchanged: the LR is too low (keep going);
     - otherwise healthy.
     """
@@ -102,13 +103,10 @@ class BaselineGuard:
             return None
         previous = self.history[-1][0] if self.history else None
         self.history.append((metric, loss))
-        below = metric < self.baseline_metric - self.tolerance
-        if (
-            below
-            and previous is not None
-            and previous < self.baseline_metric - self.tolerance
-            and metric < previous
-        ):
+        floor = self.baseline_metric - self.tolerance
+        falling = previous is not None and previous < floor and metric < previous
+        stayed_below = len(self.history) == self.epochs and all(m < floor for m, _ in self.history)
+        if metric < floor and (falling or stayed_below):
             self.diagnosis = "lr-too-high"
             return self.diagnosis
         moved = any(

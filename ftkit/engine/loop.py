@@ -253,4 +253,3 @@ class Loop:
         vars(self.alert).update(state["alert"])
         vars(self.nonfinite).update(state["nonfinite"])
         self.progress = EpochProgress(**state["progress"]) if state["progress"] else None
-        self.progress = EpochProgress(**state["progress"]) if state["progress"] else None
