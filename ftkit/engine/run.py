@@ -15,6 +15,7 @@ import random
 import signal
 import sys
 import time
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -282,27 +283,30 @@ def train(
             )
     guard = BaselineGuard(**state.guard) if state.guard else None
 
-    def save_last() -> None:
+    writer = ckpt.Writer()
+    best_path = run_dir / "checkpoints" / ckpt.BEST
+
+    def save_last(best: bool = False) -> None:
+        """Queue ``last`` (and ``best``): the disk works while the next epoch trains."""
         state.stopper = asdict(stopper)
         state.guard = asdict(guard) if guard else None
         if not world.main:
             return
-        ckpt.save_state(
-            last_path,
-            {
-                "model": model.state_dict(),
-                "loop": loop.state_dict(),
-                "run": asdict(state),
-                "rng": rng_state(),
-                "config": config.to_toml(),
-                "versions": {"ftkit": __version__, "torch": str(torch.__version__)},
-                "threads": torch.get_num_threads(),
-            },
-        )
+        full = {
+            "model": model.state_dict(),
+            "loop": loop.state_dict(),
+            "run": asdict(state),
+            "rng": rng_state(),
+            "config": config.to_toml(),
+            "versions": {"ftkit": __version__, "torch": str(torch.__version__)},
+            "threads": torch.get_num_threads(),
+        }
+        best_job = [(ckpt.save_weights, best_path, full["model"])] if best else []
+        writer.submit(*best_job, (ckpt.save_state, last_path, full))
 
     stop_reason = "completed"
     loader, loader_stage = train_loader, -1
-    with Interrupt() as interrupted:
+    with Interrupt() as interrupted, closing(writer):
         for epoch in range(state.epoch + 1, plan.epochs + 1):
             index = plan.stage_at(epoch)
             stage = plan.stages[index]
@@ -360,17 +364,16 @@ def train(
                 append_jsonl(metrics_path, record)
             say(epoch_line(record, monitor))
             hooks.ftkit_epoch_end(run=run, record=record)
-            if stopper.update(epoch, record):
+            improved = stopper.update(epoch, record)
+            if improved:
                 state.best = record
-                if world.main:
-                    ckpt.save_weights(run_dir / "checkpoints" / ckpt.BEST, model.state_dict())
-            save_last()
             if guard is not None and guard.update(record[monitor], record["val_loss"]):
                 stop_reason = "baseline-guard"
             elif stopper.should_stop:
                 stop_reason = "early-stopping"
             elif world.from_main(run.stop_reason):  # plugins run on rank 0 only
                 stop_reason = world.from_main(run.stop_reason)
+            save_last(best=improved)
             if stop_reason != "completed":
                 break
 
