@@ -11,7 +11,6 @@ import re
 import tempfile
 import warnings
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,47 +42,6 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-
-
-class Writer:
-    """Writes checkpoints on one background thread, so training goes on while
-    the disk works. Tensors are copied at the call: what is written is the
-    state of that moment. ``wait`` re-raises a failed write."""
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftkit-ckpt")
-        self._pending: Future[None] | None = None
-
-    def submit(self, *jobs: tuple[Callable[[Path, Any], None], Path, Any]) -> None:
-        self.wait()  # one write in flight at most: memory stays bounded
-        copies = [(write, path, _copy(state)) for write, path, state in jobs]
-
-        def write_all() -> None:
-            for write, path, state in copies:
-                write(path, state)
-
-        self._pending = self._pool.submit(write_all)
-
-    def wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
-    def close(self) -> None:
-        try:
-            self.wait()
-        finally:
-            self._pool.shutdown()
-
-
-def _copy(state: Any) -> Any:
-    if isinstance(state, torch.Tensor):
-        return state.detach().clone()
-    if isinstance(state, dict):
-        return {k: _copy(v) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(_copy(v) for v in state)
-    return state
 
 
 def all_finite(state: dict[str, torch.Tensor]) -> bool:

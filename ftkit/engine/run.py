@@ -15,7 +15,6 @@ import random
 import signal
 import sys
 import time
-from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -283,11 +282,10 @@ def train(
             )
     guard = BaselineGuard(**state.guard) if state.guard else None
 
-    writer = ckpt.Writer()
     best_path = run_dir / "checkpoints" / ckpt.BEST
 
     def save_last(best: bool = False) -> None:
-        """Queue ``last`` (and ``best``): the disk works while the next epoch trains."""
+        """Write ``last`` (and ``best`` when the monitored metric improved)."""
         state.stopper = asdict(stopper)
         state.guard = asdict(guard) if guard else None
         if not world.main:
@@ -301,12 +299,15 @@ def train(
             "versions": {"ftkit": __version__, "torch": str(torch.__version__)},
             "threads": torch.get_num_threads(),
         }
-        best_job = [(ckpt.save_weights, best_path, full["model"])] if best else []
-        writer.submit(*best_job, (ckpt.save_state, last_path, full))
+        if best:
+            ckpt.save_weights(best_path, model.state_dict())
+        # Written in the training thread: on a 2-core CPU a background writer
+        # competed with training and measured slower (docs/performance.md).
+        ckpt.save_state(last_path, full)
 
     stop_reason = "completed"
     loader, loader_stage = train_loader, -1
-    with Interrupt() as interrupted, closing(writer):
+    with Interrupt() as interrupted:
         for epoch in range(state.epoch + 1, plan.epochs + 1):
             index = plan.stage_at(epoch)
             stage = plan.stages[index]
