@@ -121,11 +121,12 @@ def plan(config_file, assignments, plugin_modules, as_json, plot, **values):
     from ftkit.report import plan_table
 
     config = make_config(config_file, assignments, plugin_modules, values)
-    prepared = prepare(config, Plugins(config.plugins))
+    plugins = Plugins(config.plugins)
+    prepared = prepare(config, plugins)
     if plot:
         from ftkit.report import plot_plan
 
-        steps = _steps_per_epoch(prepared)
+        steps = _steps_per_epoch(prepared, plugins)
         plot_plan(prepared.plan, steps, plot)
     if as_json:
         click.echo(json.dumps(prepared.plan.to_json(), indent=2))
@@ -133,12 +134,12 @@ def plan(config_file, assignments, plugin_modules, as_json, plot, **values):
         click.echo(plan_table(prepared.plan, prepared.anatomy, config))
 
 
-def _steps_per_epoch(prepared: Any) -> int:
+def _steps_per_epoch(prepared: Any, plugins: Plugins) -> int:
     data = prepared.data
     if data is None:
         from ftkit.prepare import open_data
 
-        data = open_data(prepared.config, Plugins(prepared.config.plugins), prepared.num_classes)
+        data = open_data(prepared.config, plugins, prepared.num_classes)
     return max(1, len(data.train) // prepared.config.batch_size)
 
 

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ftkit.data import IMAGENET_MEAN, IMAGENET_STD
 from ftkit.errors import UsageError, unknown
 
 if TYPE_CHECKING:
     from torch import nn
 
     from ftkit.plugins.manager import Plugins
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def build_model(spec: str, *, num_classes: int, task: str, plugins: Plugins) -> nn.Module:
