@@ -16,15 +16,45 @@ from typing import Any
 import click
 
 from ftkit import __version__
-from ftkit.config import Config, build_config, field_type, load_file, option_fields
-from ftkit.errors import FtkitError
+from ftkit.config import (
+    Config,
+    build_config,
+    check_output_dir,
+    check_output_file,
+    field_type,
+    load_file,
+    option_fields,
+)
+from ftkit.errors import FtkitError, UsageError
 from ftkit.options import parse_assignments
 from ftkit.plugins.manager import Plugins
 
 
-def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The options shared by run, plan and eval, generated from ``Config``."""
+# What eval needs: the model, the data and how to read it, and where to compute. The
+# run's own config.toml supplies the rest (strategy, loss).
+EVAL_OPTIONS = (
+    "task",
+    "model",
+    "num_classes",
+    "data",
+    "image_size",
+    "num_samples",
+    "seed",
+    "loss",
+    "batch_size",
+    "amp",
+    "device",
+    "workers",
+)
+
+
+def run_options(
+    command: Callable[..., Any], only: tuple[str, ...] | None = None
+) -> Callable[..., Any]:
+    """The options shared by run and plan (all of ``Config``), and eval (``only``)."""
     for f in reversed(option_fields()):
+        if only is not None and f.name not in only:
+            continue
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         envvar = "FTKIT_" + flag.lstrip("-").replace("-", "_").upper()
         kind = field_type(f)
@@ -58,15 +88,20 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
         envvar="FTKIT_CONFIG",
         help="TOML file with options and a [strategy] table",
     )(command)
-    command = click.option(
-        "-o",
-        "--set",
-        "assignments",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="strategy option (repeatable); see 'ftkit strategies'",
-    )(command)
+    if only is None:
+        command = click.option(
+            "-o",
+            "--set",
+            "assignments",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="strategy option (repeatable); see 'ftkit strategies'",
+        )(command)
     return plugin_option(command)
+
+
+def eval_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    return run_options(command, only=EVAL_OPTIONS)
 
 
 def plugin_option(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -107,31 +142,41 @@ def cli() -> None:
     """
 
 
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
 @cli.command()
 @run_options
 @click.option("--json", "as_json", is_flag=True, help="print the plan as JSON")
 @click.option(
     "--plot",
     type=click.Path(dir_okay=False),
-    help="draw every group's LR over the run's steps into a PNG (needs matplotlib)",
+    help="draw every group's LR over the run's steps into an image: "
+    + ", ".join(PLOT_SUFFIXES)
+    + " (needs matplotlib)",
 )
 def plan(config_file, assignments, plugin_modules, as_json, plot, **values):
     """Print the plan that 'ftkit run' would execute, and its LR warnings."""
-    from ftkit.prepare import prepare
+    from ftkit.prepare import prepare_run
     from ftkit.report import plan_table
 
     config = make_config(config_file, assignments, plugin_modules, values)
+    if plot:
+        check_output_file(plot, "--plot", PLOT_SUFFIXES)
     plugins = Plugins(config.plugins)
-    prepared = prepare(config, plugins)
+    # The same checks as 'ftkit run': what run would refuse, plan refuses.
+    prepared = prepare_run(config, plugins)
     if plot:
         from ftkit.report import plot_plan
 
         steps = _steps_per_epoch(prepared, plugins)
         plot_plan(prepared.plan, steps, plot)
     if as_json:
-        click.echo(json.dumps(prepared.plan.to_json(), indent=2))
+        click.echo(json.dumps({**prepared.plan.to_json(), **prepared.start_json()}, indent=2))
     else:
-        click.echo(plan_table(prepared.plan, prepared.anatomy, config))
+        click.echo(
+            plan_table(prepared.plan, prepared.anatomy, prepared.config, prepared.start_lines())
+        )
 
 
 def _steps_per_epoch(prepared: Any, plugins: Plugins) -> int:
@@ -177,9 +222,9 @@ def run(config_file, assignments, plugin_modules, resume, **values):
     type=click.Path(),
     help="a run directory, or a weights file (.safetensors)",
 )
-@run_options
+@eval_options
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
-def eval_(checkpoint, config_file, assignments, plugin_modules, as_json, **values):
+def eval_(checkpoint, config_file, plugin_modules, as_json, **values):
     """Metrics of a checkpoint on a dataset's validation split."""
     from pathlib import Path
 
@@ -189,10 +234,12 @@ def eval_(checkpoint, config_file, assignments, plugin_modules, as_json, **value
     for candidate in (Path(checkpoint), Path(checkpoint).parent.parent):
         if not config_file and (candidate / "config.toml").is_file():
             config_file = str(candidate / "config.toml")
-    config = make_config(config_file, assignments, plugin_modules, values)
+    config = make_config(config_file, (), plugin_modules, values)
     metrics = evaluate_checkpoint(checkpoint, config, Plugins(config.plugins))
     if as_json:
-        click.echo(json.dumps(metrics, indent=2))
+        from ftkit.engine.summary import json_text
+
+        click.echo(json_text(metrics, indent=2))
     else:
         for key, value in metrics.items():
             if not isinstance(value, list):
@@ -268,15 +315,33 @@ def data():
     default="segmentation",
     show_default=True,
 )
-@click.option("--image-size", type=int, default=64, show_default=True)
-@click.option("--num-samples", type=int, default=384, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--num-samples", type=click.IntRange(min=1), default=384, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 def data_shapes(directory, task, image_size, num_samples, seed):
     """Write the built-in shapes dataset as a folder, to show the layout."""
     from ftkit.data.shapes import write_shapes
 
-    write_shapes(directory, task=task, image_size=image_size, num_samples=num_samples, seed=seed)
+    check_output_dir(directory, "DIRECTORY")
+    try:
+        write_shapes(
+            directory, task=task, image_size=image_size, num_samples=num_samples, seed=seed
+        )
+    except OSError as exc:  # a full disk, or a place even root cannot write (/proc)
+        raise UsageError(f"cannot write to '{directory}': {exc.strerror or exc}") from None
     click.echo(f"wrote {task} shapes to {directory}")
+
+
+def _click_message(exc: click.ClickException) -> str:
+    """Click's message, naming the environment variable when the bad value came
+    from one (click itself always names the option)."""
+    param, ctx = getattr(exc, "param", None), getattr(exc, "ctx", None)
+    if isinstance(exc, click.BadParameter) and param is not None and ctx is not None:
+        source = ctx.get_parameter_source(param.name)
+        envvar = getattr(param, "envvar", None)
+        if source == click.core.ParameterSource.ENVIRONMENT and isinstance(envvar, str):
+            return f"invalid value in the environment variable {envvar}: {exc.message}"
+    return exc.format_message()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -288,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("ftkit: aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        click.echo(f"ftkit: error: {exc.format_message()}", err=True)
+        click.echo(f"ftkit: error: {_click_message(exc)}", err=True)
         sys.exit(2)
     except FtkitError as exc:
         click.echo(f"ftkit: {'stopped' if exc.exit_code == 3 else 'error'}: {exc}", err=True)

@@ -8,8 +8,10 @@ Strategy options live in ``[strategy]`` in the file and ``-o KEY=VALUE``.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
+import os
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -21,6 +23,8 @@ from ftkit.errors import UsageError, did_you_mean
 
 TASKS = ("segmentation", "classification")
 DEFAULT_MODELS = {"segmentation": "smp:unet:resnet18", "classification": "tv:resnet18"}
+DEFAULT_IMAGE_SIZE = 64
+DATA_FINGERPRINT = "data_fingerprint"  # a config.toml key, written by to_toml
 
 
 def _positive(v: Any) -> str | None:
@@ -33,6 +37,20 @@ def _at_least_one(v: Any) -> str | None:
 
 def _non_negative(v: Any) -> str | None:
     return None if v >= 0 else "must be >= 0"
+
+
+def _fraction(v: float) -> str | None:
+    # a share of a probability or of a metric in [0, 1]: 1 or more would erase the signal
+    return None if 0 <= v < 1 else "must be in [0, 1)"
+
+
+def _seed(v: int) -> str | None:
+    # numpy takes seeds below 2**32, and epoch seeds derived from it must fit in 64 bits
+    return None if 0 <= v < 2**32 else "must be in [0, 2**32)"
+
+
+def _classes(v: int) -> str | None:
+    return None if v >= 2 else "must be at least 2 (for segmentation the background counts)"
 
 
 def _lr(v: float) -> str | None:
@@ -67,11 +85,20 @@ class Config:
         "[default: smp:unet:resnet18 | tv:resnet18]",
     )
     num_classes: int | None = opt(
-        None, "number of classes [default: from the data]", check=_at_least_one
+        None, "number of classes [default: from the data]", check=_classes
     )
-    weights: str | None = opt(None, "local pretrained weights (safetensors or state dict)")
+    weights: str | None = opt(
+        None,
+        "pretrained weights: 'imagenet' (the model library's own, from its cache), another "
+        "name it knows (IMAGENET1K_V2, a timm tag), or a FILE (state dict, safetensors, "
+        "Lightning or wrapped checkpoint, ftkit run, backbone-only)",
+    )
     data: str = opt("builtin:shapes", "builtin:NAME or a dataset folder")
-    image_size: int = opt(64, "image side in pixels", check=_at_least_one)
+    image_size: int | None = opt(
+        None,
+        "image side in pixels [default: a classifier's pretrained input size, else 64]",
+        check=_at_least_one,
+    )
     num_samples: int = opt(384, "samples of a built-in dataset (train + val)", check=_at_least_one)
     augment: bool = opt(True, "random flips on the training set")
     strategy: str = opt("two-stage", "fine-tuning strategy (see 'ftkit strategies')")
@@ -85,7 +112,9 @@ class Config:
         None, "loss, e.g. ce, ce+dice, 0.7*ce+0.3*dice [default: the strategy's, else ce]"
     )
     class_weights: str | None = opt(None, "auto | inverse | median | FILE | comma list")
-    label_smoothing: float = opt(0.0, "label smoothing for cross-entropy", check=_non_negative)
+    label_smoothing: float = opt(
+        0.0, "label smoothing in [0, 1), for losses that take it (ce)", check=_fraction
+    )
     accumulate: int = opt(1, "gradient accumulation steps", check=_at_least_one)
     amp: str = opt("off", "mixed precision", choices=("off", "bf16", "fp16"))
     clip_grad_norm: float | None = opt(
@@ -101,7 +130,10 @@ class Config:
         None, "metric for early stopping and best weights [default: val_miou | val_accuracy]"
     )
     patience: int | None = opt(
-        None, "epochs without improvement before stopping [default: off]", check=_at_least_one
+        None,
+        "epochs without improvement before stopping; the count restarts when a stage "
+        "starts, measured from the stage's first epoch [default: off]",
+        check=_at_least_one,
     )
     min_delta: float = opt(0.0, "smallest change that counts as improvement", check=_non_negative)
     start_from: str | None = opt(
@@ -110,10 +142,10 @@ class Config:
     guard: bool = opt(True, "baseline guard when starting --from a checkpoint")
     guard_epochs: int = opt(5, "epochs the baseline guard watches", check=_at_least_one)
     guard_tolerance: float = opt(
-        0.01, "mIoU/accuracy drop below the baseline that counts", check=_non_negative
+        0.01, "mIoU/accuracy drop below the baseline that counts, in [0, 1)", check=_fraction
     )
-    seed: int = opt(0, "random seed")
-    device: str = opt("auto", "cpu, cuda, cuda:N or auto", trains=False)
+    seed: int = opt(0, "random seed", check=_seed)
+    device: str = opt("auto", "cpu, cuda, cuda:N, mps or auto", trains=False)
     workers: int = opt(0, "data-loader worker processes", check=_non_negative, trains=False)
     channels_last: bool = opt(
         False,
@@ -134,6 +166,14 @@ class Config:
     strategy_options: dict[str, Any] = field(default_factory=dict)
     plugins: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # A dataset folder by its absolute path, so a run directory names the same
+        # data from any working directory (eval, --resume). Missing folders keep
+        # the user's spelling for the error that follows.
+        if isinstance(self.data, str) and not self.data.startswith("builtin:"):
+            if Path(self.data).is_dir():
+                object.__setattr__(self, "data", os.path.abspath(self.data))
+
     @property
     def model_spec(self) -> str:
         return self.model or DEFAULT_MODELS[self.task]
@@ -145,6 +185,12 @@ class Config:
             if f.name in ("strategy_options", "strategy") or value is None:
                 continue
             lines.append(f"{f.name} = {_toml_value(value)}")
+        if Path(self.data).is_dir() and not self.data.startswith("builtin:"):
+            from ftkit.data import fingerprint
+
+            # Read back by eval and --resume (ignored as an option): they refuse
+            # data that changed since the run.
+            lines.append(f"{DATA_FINGERPRINT} = {_toml_value(fingerprint(self.data))}")
         lines.append("\n[strategy]")
         lines.append(f"name = {_toml_value(self.strategy)}")
         lines += [f"{k} = {_toml_value(v)}" for k, v in sorted(self.strategy_options.items())]
@@ -176,16 +222,55 @@ def load_file(path: str) -> dict[str, Any]:
         raise UsageError(f"config file '{path}' is not valid TOML: {exc}") from None
     except OSError as exc:
         raise UsageError(f"config file '{path}' cannot be read: {exc.strerror}") from None
-    known = {f.name for f in option_fields()} | {"strategy", "plugins"}
+    known = {f.name for f in option_fields()} | {"strategy", "plugins", DATA_FINGERPRINT}
     for key in data:
         name = key.replace("-", "_")
         if name == "from":
             name = "start_from"
         if name not in known:
-            raise UsageError(
-                f"config file '{path}': unknown key '{key}'{did_you_mean(name, known)}"
+            # A close match is a typo; anything else is most often a strategy option
+            # (lr_scale) put at the top level instead of under [strategy].
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+            hint = (
+                f" (did you mean '{close[0]}'?)"
+                if close
+                else "; a strategy's options (see 'ftkit strategies') go in its [strategy] table"
             )
+            raise UsageError(f"config file '{path}': unknown key '{key}'{hint}")
     return data
+
+
+def check_output_dir(path: str | Path, what: str) -> None:
+    """Refuse, before any work, a folder that cannot be created or written: a regular
+    file on its path, or a nearest existing folder without write permission."""
+    for ancestor in (Path(path), *Path(path).parents):
+        if not ancestor.exists():
+            continue
+        if not ancestor.is_dir():
+            raise UsageError(f"{what} '{path}': '{ancestor}' is a file, not a folder")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise UsageError(f"{what} '{path}': cannot write in '{ancestor}' (permission denied)")
+        return
+
+
+def check_output_file(path: str, what: str, suffixes: tuple[str, ...]) -> None:
+    """Refuse a file name with an unknown extension, or whose folder is missing or
+    not writable, before any work is done."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in suffixes:
+        raise UsageError(
+            f"{what} '{path}': unknown file type '{suffix or '(none)'}'; "
+            f"use {', '.join(suffixes)}"
+        )
+    folder = Path(path).parent
+    if not folder.is_dir():
+        if folder.exists():
+            raise UsageError(f"{what} '{path}': '{folder}' is a file, not a folder")
+        raise UsageError(f"{what} '{path}': folder '{folder}' does not exist")
+    if Path(path).is_dir():
+        raise UsageError(f"{what} '{path}' is a folder, expected a file name")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} '{path}': cannot write in '{folder}' (permission denied)")
 
 
 def build_config(

@@ -36,8 +36,19 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def unknown(kind: str, name: str, known: Iterable[str]) -> UsageError:
-    known = sorted(known)
+# Beyond this many names the list stops being readable on one line (timm knows ~1,300 models).
+LONG_LIST = 30
+
+
+def unknown(kind: str, name: str, known: Iterable[str], *, ordered: bool = False) -> UsageError:
+    """The error for an unknown name. ``ordered`` keeps the given order where it
+    means something (a model's layer groups, from input to output); otherwise
+    the names are sorted. A long list shows only the closest few and its size."""
+    known = list(known) if ordered else sorted(known)
+    hint = did_you_mean(name, known)
+    if len(known) <= LONG_LIST:
+        return UsageError(f"unknown {kind} '{name}'{hint}; known: {', '.join(known)}")
+    close = difflib.get_close_matches(name, known, n=5, cutoff=0.0)
     return UsageError(
-        f"unknown {kind} '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}"
+        f"unknown {kind} '{name}'{hint}; {len(known):,} known, closest: {', '.join(close)}"
     )

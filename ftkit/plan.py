@@ -142,7 +142,8 @@ def make_plan(
     return Plan(
         plan.strategy,
         plan.stages,
-        warnings + tuple(lint(plan, anatomy, situation, request.optimizer)),
+        warnings
+        + tuple(lint(plan, anatomy, situation, request.optimizer, new_head=request.new_head)),
     )
 
 

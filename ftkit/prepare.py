@@ -3,13 +3,13 @@ both ``ftkit plan`` and ``ftkit run`` take."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ftkit.anatomy import Anatomy, anatomy_of
-from ftkit.config import Config
+from ftkit.config import DEFAULT_IMAGE_SIZE, Config
 from ftkit.errors import UsageError
+from ftkit.models.family import Preprocessing
 from ftkit.options import resolve_options
 from ftkit.plan import Plan, make_plan
 from ftkit.strategy import PlanRequest, Strategy
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from ftkit.data import DataSplits
+    from ftkit.models.weights import LoadReport
     from ftkit.plugins.manager import Plugins
 
 
@@ -33,6 +34,35 @@ class Prepared:
     loss: str
     class_weights: str | None
     data: DataSplits | None
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    weights: LoadReport | None = None  # what --weights or --from put into the model
+
+    def start_lines(self) -> list[str]:
+        """Where the weights come from and what images they want, for people."""
+        pre = self.preprocessing
+        size = f"{self.config.image_size} px" + (
+            f" (the weights' input size)" if pre.input_size == self.config.image_size else ""
+        )
+        return [
+            self.weights.line() if self.weights else "weights: random initialisation",
+            f"input: {size}, mean {_fmt(pre.mean)}, std {_fmt(pre.std)} ({pre.source})",
+        ]
+
+    def start_json(self) -> dict[str, Any]:
+        pre = self.preprocessing
+        return {
+            "weights": self.weights.line() if self.weights else None,
+            "preprocessing": {
+                "mean": list(pre.mean),
+                "std": list(pre.std),
+                "image_size": self.config.image_size,
+                "source": pre.source,
+            },
+        }
+
+
+def _fmt(values: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:.3g}" for v in values) + ")"
 
 
 def resolve_strategy(config: Config, plugins: Plugins) -> tuple[Strategy, dict[str, Any]]:
@@ -45,27 +75,35 @@ def resolve_strategy(config: Config, plugins: Plugins) -> tuple[Strategy, dict[s
             f"strategy '{strategy.name}' needs --from CHECKPOINT "
             f"(the converged baseline to start from)"
         )
-    for flag, path in (("--from", config.start_from), ("--weights", config.weights)):
-        if path and not Path(path).exists():
-            raise UsageError(f"{flag} '{path}' not found")
     return strategy, options
 
 
-def prepare(config: Config, plugins: Plugins) -> Prepared:
-    from ftkit.models import build_model
+def prepare(config: Config, plugins: Plugins, *, load_weights: bool = True) -> Prepared:
+    """``load_weights=False`` skips ``--weights``/``--from`` (a resume or an
+    evaluation loads its own); the plan is the same either way."""
+    from ftkit.models import build_model, load_start_weights, preprocessing
 
     strategy, options = resolve_strategy(config, plugins)
+    pre = preprocessing(config, plugins)
+    if config.image_size is None:
+        # A classifier's pretrained weights say what input size they were trained at.
+        size = pre.input_size if config.weights and config.task == "classification" else None
+        config = replace(config, image_size=size or DEFAULT_IMAGE_SIZE)
     loss = config.loss or strategy.default_loss or "ce"
-    check_loss(loss, plugins)
-    data = None
-    num_classes = config.num_classes
-    if num_classes is None:  # the data says how many classes there are
-        data = open_data(config, plugins, num_classes)
-        num_classes = num_classes or data.num_classes
+    class_weights = config.class_weights or strategy.default_class_weights
+    class_weights, loss_notes = check_loss(config, loss, class_weights, plugins)
+    # Opened even when --num-classes is given: plan must refuse missing data as run does.
+    data = open_data(config, plugins, config.num_classes)
+    num_classes = config.num_classes or data.num_classes
+    if class_weights:
+        from ftkit.losses import parse_class_weights
+
+        parse_class_weights(class_weights, num_classes)
     model = build_model(
         config.model_spec, num_classes=num_classes, task=config.task, plugins=plugins
     )
     anatomy = anatomy_of(model, [entry.value for entry in plugins.anatomies])
+    report = load_start_weights(config, plugins, model, anatomy) if load_weights else None
     request = PlanRequest(
         lr=config.lr,
         epochs=config.epochs,
@@ -73,19 +111,76 @@ def prepare(config: Config, plugins: Plugins) -> Prepared:
         from_checkpoint=bool(config.start_from),
         new_loss=config.loss is not None,
         pretrained=bool(config.weights),
+        new_head=report.head_is_new if report else not config.start_from,
         optimizer=config.optimizer,
     )
-    plan = make_plan(strategy, anatomy, request, loss=loss)
-    class_weights = config.class_weights or strategy.default_class_weights
+    warnings = (*filter(None, [input_size_problem(model, config)]), *loss_notes)
+    plan = make_plan(strategy, anatomy, request, loss=loss, warnings=warnings)
     return Prepared(
-        config, strategy, options, model, anatomy, plan, num_classes, loss, class_weights, data
+        config,
+        strategy,
+        options,
+        model,
+        anatomy,
+        plan,
+        num_classes,
+        loss,
+        class_weights,
+        data,
+        pre,
+        report,
     )
 
 
-def check_loss(spec: str, plugins: Plugins) -> None:
-    from ftkit.losses import parse_loss
+def check_loss(
+    config: Config, spec: str, class_weights: str | None, plugins: Plugins
+) -> tuple[str | None, list[str]]:
+    """The class weights to use, and notes on options some terms ignore; refuses a spec
+    or an option the loss cannot honour (see ``ftkit.losses.check_loss_spec``)."""
+    from ftkit.losses import check_loss_spec, parse_loss_terms, takes
 
-    parse_loss(spec, plugins.losses.names())
+    terms = parse_loss_terms(spec, plugins.losses.names())
+    if class_weights and not config.class_weights:
+        # The strategy's default weights are dropped, not refused, for a loss taking none.
+        if not any(takes(plugins.losses.get(t.name), "class_weights") for t in terms):
+            class_weights = None
+    notes = check_loss_spec(
+        spec,
+        plugins.losses,
+        task=config.task,
+        class_weights=bool(class_weights),
+        label_smoothing=config.label_smoothing,
+    )
+    return class_weights, notes
+
+
+def prepare_run(config: Config, plugins: Plugins, *, load_weights: bool = True) -> Prepared:
+    """``prepare`` and every check ``ftkit run`` makes before training: ``ftkit plan``
+    takes this path too, so it refuses whatever ``run`` would refuse."""
+    from ftkit.config import check_output_dir
+    from ftkit.engine.distributed import pick_device
+    from ftkit.errors import unknown
+    from ftkit.tasks import TASKS
+
+    if config.out:
+        check_output_dir(config.out, "--out")
+    pick_device(config.device)
+    task = TASKS[config.task]
+    monitor = config.monitor or task.monitor
+    if monitor not in task.monitors:
+        raise unknown("--monitor metric", monitor, task.monitors)
+    prepared = prepare(config, plugins, load_weights=load_weights)
+    assert prepared.data is not None
+    n_train, n_val = len(prepared.data.train), len(prepared.data.val)  # type: ignore[arg-type]
+    if n_train < config.batch_size * config.accumulate:
+        raise UsageError(
+            f"the training split has {n_train} samples, fewer than one "
+            f"step (--batch-size {config.batch_size} x --accumulate "
+            f"{config.accumulate})"
+        )
+    if n_val == 0:
+        raise UsageError(f"the validation split of '{config.data}' is empty")
+    return prepared
 
 
 def open_data(config: Config, plugins: Plugins, num_classes: int | None = None) -> DataSplits:
@@ -104,9 +199,36 @@ def open_data(config: Config, plugins: Plugins, num_classes: int | None = None) 
 
 
 def model_data(prepared: Prepared, plugins: Plugins) -> DataSplits:
-    """The data with the model's normalisation, opened once."""
-    from ftkit.models import normalization
-
+    """The data with the weights' normalisation, opened once."""
     data = prepared.data or open_data(prepared.config, plugins, prepared.num_classes)
-    mean, std = normalization(prepared.model)
-    return data.with_transforms(augment=prepared.config.augment, mean=mean, std=std)
+    pre = prepared.preprocessing
+    return data.with_transforms(augment=prepared.config.augment, mean=pre.mean, std=pre.std)
+
+
+def input_size_problem(model: nn.Module, config: Config) -> str | None:
+    """What is wrong when the model only takes one input size (a ViT's patch
+    grid and position embeddings) and ``--image-size`` is another: it would
+    fail at the first training step. ``plan`` warns, ``run`` refuses."""
+    size = fixed_input_size(model)
+    want = (config.image_size, config.image_size)
+    if size is None or size == want:
+        return None
+    return (
+        f"{config.model_spec} takes {size[0]}x{size[1]} images, not {want[0]}x{want[1]}; "
+        f"use --image-size {size[0]}"
+    )
+
+
+def fixed_input_size(model: nn.Module) -> tuple[int, int] | None:
+    """(height, width) the model requires, or None when it takes any size."""
+    for module in model.modules():
+        kind = type(module)
+        # torchvision's ViT asserts its image_size in every forward
+        if kind.__name__ == "VisionTransformer" and kind.__module__.startswith("torchvision."):
+            return (module.image_size, module.image_size)
+        # timm's PatchEmbed (ViT, DeiT, ... also in smp's tu- encoders) asserts a fixed
+        # img_size unless the model was made with dynamic_img_size
+        img_size = getattr(module, "img_size", None)
+        if getattr(module, "strict_img_size", False) and img_size is not None:
+            return (int(img_size[0]), int(img_size[1]))
+    return None

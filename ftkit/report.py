@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
 from ftkit.anatomy import Anatomy
 from ftkit.config import Config
 from ftkit.errors import UsageError
@@ -15,23 +20,29 @@ def fmt_lr(lr: float) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
-def plan_table(plan: Plan, anatomy: Anatomy, config: Config) -> str:
+def plan_table(
+    plan: Plan, anatomy: Anatomy, config: Config, start: Sequence[str] = ()
+) -> str:
+    """The plan as a table; ``start`` lines say what the weights are and want."""
     total = sum(anatomy.sizes.values())
     lines = [
         f"strategy {plan.strategy} on {config.model_spec} ({total:,} parameters, "
         f"anatomy: {anatomy.provider}), base LR {fmt_lr(config.lr)}, "
         f"optimizer {config.optimizer}"
     ]
+    lines += [f"  {line}" for line in start]
+    # the name column fits the longest name (smp tu- encoders: encoder.model.blocks.11+norm)
+    width = max([24, *(len(g.name) for stage in plan.stages for g in stage.groups)])
     for i, stage in enumerate(plan.stages, 1):
         lines.append("")
         lines.append(
             f"stage {i}/{len(plan.stages)} '{stage.name}': {stage.epochs} epoch(s), "
             f"loss {stage.loss}, schedule {stage.schedule}"
         )
-        lines.append(f"  {'group':<24} {'params':>12} {'lr':>9} {'wd':>7}  bn")
+        lines.append(f"  {'group':<{width}} {'params':>12} {'lr':>9} {'wd':>7}  bn")
         for g in stage.groups:
             lines.append(
-                f"  {g.name:<24} {g.num_params:>12,} {fmt_lr(g.lr):>9} "
+                f"  {g.name:<{width}} {g.num_params:>12,} {fmt_lr(g.lr):>9} "
                 f"{g.weight_decay:>7g}  {g.bn_mode}"
             )
         frozen = sum(anatomy.sizes[p] for p in stage.frozen)
@@ -51,6 +62,16 @@ def plan_table(plan: Plan, anatomy: Anatomy, config: Config) -> str:
 
 
 def plot_plan(plan: Plan, steps_per_epoch: int, path: str) -> None:
+    fig = plan_figure(plan, steps_per_epoch)
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plan_figure(plan: Plan, steps_per_epoch: int) -> Any:
+    """Every group's LR over the run's steps, one distinct colour per group and
+    the legend beside the axes, where it hides no curve (llrd has ~20 groups)."""
     try:
         import matplotlib
 
@@ -72,13 +93,20 @@ def plot_plan(plan: Plan, steps_per_epoch: int, path: str) -> None:
                 ys.append(g.lr * lr_factor(stage.schedule, step, total, warmup))
         start += total
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name, (xs, ys) in series.items():
-        ax.plot(xs, ys, label=name)
+    # the default colour cycle repeats after 10; turbo spreads any number apart
+    colours = plt.get_cmap("turbo")(np.linspace(0.05, 0.95, max(len(series), 1)))
+    for colour, (name, (xs, ys)) in zip(colours, series.items(), strict=False):
+        ax.plot(xs, ys, label=name, color=tuple(colour))
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("learning rate")
     ax.set_title(f"{plan.strategy}: LR per group")
-    ax.legend(fontsize="small")
+    ax.legend(
+        fontsize="small",
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+        ncols=1 + len(series) // 25,
+    )
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig

@@ -40,7 +40,8 @@ class PlanRequest:
     options: dict[str, Any]
     from_checkpoint: bool = False
     new_loss: bool = False  # --loss given: with --from, that is a loss switch
-    pretrained: bool = False
+    pretrained: bool = False  # --weights: the backbone starts from pretrained weights
+    new_head: bool = True  # the head starts untrained (re-initialised, or no weights at all)
     optimizer: str = "adamw"
 
 

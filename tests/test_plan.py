@@ -142,9 +142,18 @@ def test_llrd_matches_timm_param_groups_layer_decay(plugins):
     assert decays(stage) == expected_wd
 
 
+def converged_baseline(path, num_classes: int = 5):
+    """A stand-in for a converged U-Net: plan checks that --from fits the model."""
+    import segmentation_models_pytorch as smp
+    from safetensors.torch import save_file
+
+    model = smp.Unet("resnet18", encoder_weights=None, classes=num_classes)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
 def test_two_stage_gives_seed_004_table(plugins, tmp_path):
-    baseline = tmp_path / "baseline.safetensors"
-    baseline.write_bytes(b"")  # plan only checks that the file is there
+    baseline = converged_baseline(tmp_path / "baseline.safetensors")
     prepared = prepare(
         Config(
             start_from=str(baseline),
@@ -212,8 +221,8 @@ def test_plan_cli_prints_the_seed_004_lrs(ftkit):
 
 
 def test_seed_004_original_setting_warns(ftkit, tmp_path):
-    baseline = tmp_path / "baseline.safetensors"
-    baseline.write_bytes(b"")  # plan only checks that the file is there
+    # the built-in shapes have 5 classes
+    baseline = converged_baseline(tmp_path / "baseline.safetensors")
     result = ftkit(
         "plan",
         "--strategy",

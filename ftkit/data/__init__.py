@@ -12,6 +12,9 @@ PIL are imported inside functions only.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,7 +27,7 @@ if TYPE_CHECKING:
 
     from ftkit.registry import Registry
 
-__all__ = ["DataSplits", "load_data"]
+__all__ = ["DataSplits", "check_fingerprint", "fingerprint", "is_folder", "load_data"]
 
 TASKS = ("segmentation", "classification")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -152,3 +155,62 @@ def _widen(splits: DataSplits, num_classes: int, spec: str) -> DataSplits:
         )
     extra = [f"class_{i}" for i in range(splits.num_classes, num_classes)]
     return replace(splits, num_classes=num_classes, class_names=[*splits.class_names, *extra])
+
+
+# --- what a run directory records of its data ----------------------------------------
+
+
+def is_folder(spec: str) -> bool:
+    """True when ``--data`` names a folder on disk (not ``builtin:NAME``)."""
+    return not spec.startswith("builtin:") and Path(spec).is_dir()
+
+
+def fingerprint(folder: str) -> str:
+    """'N files, B bytes, sha256:H' over the sorted relative paths and sizes of
+    the files in ``folder`` (hidden ones skipped, as the loaders skip them).
+
+    Sizes, not contents: hashing every byte of a large data set would cost
+    minutes at each start. A file edited to exactly the same size goes unseen.
+    """
+    entries = []
+    for here, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if not name.startswith("."):
+                path = os.path.join(here, name)
+                entries.append((os.path.relpath(path, folder).replace(os.sep, "/"), path))
+    digest = hashlib.sha256()
+    total = 0
+    for rel, path in sorted(entries):
+        size = os.stat(path).st_size
+        total += size
+        digest.update(f"{rel}\0{size}\n".encode())
+    return f"{len(entries)} files, {total} bytes, sha256:{digest.hexdigest()[:16]}"
+
+
+def check_fingerprint(folder: str, recorded: str, run: str) -> None:
+    """Refuse data that changed since run ``run`` recorded its fingerprint."""
+    if not Path(folder).is_dir():
+        raise UsageError(f"data folder '{folder}' of run '{run}' not found; was it moved?")
+    now = fingerprint(folder)
+    if now == recorded:
+        return
+    then, counts = _counts(recorded), _counts(now)
+    if then is None or counts is None:  # not a fingerprint ftkit wrote
+        change = f"recorded '{recorded}', now '{now}'"
+    else:
+        (files_then, bytes_then), (files_now, bytes_now) = then, counts
+        if files_now != files_then:
+            more = files_now - files_then
+            change = f"{abs(more)} file(s) {'added' if more > 0 else 'removed'}"
+        elif bytes_now != bytes_then:
+            change = f"the same number of files, {bytes_now - bytes_then:+d} bytes"
+        else:
+            change = "files renamed or resized"
+        change += f" ({files_then} files then, {files_now} now)"
+    raise UsageError(f"data in '{folder}' changed since run '{run}': {change}")
+
+
+def _counts(fp: str) -> tuple[int, int] | None:
+    match = re.fullmatch(r"(\d+) files, (\d+) bytes, sha256:\w+", fp)
+    return (int(match[1]), int(match[2])) if match else None

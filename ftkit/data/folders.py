@@ -8,8 +8,11 @@ Segmentation, one of:
   ``ImageSets/Segmentation/{train,val}.txt``.
 
 Masks are single-channel PNGs (mode L or P, as in VOC) whose values are the
-class ids; 255 means "ignore". The number of classes is the caller's, else the
-length of ``classes.txt``, else the largest label + 1.
+class ids; 255 means "ignore". A mask in a lossy format (JPEG, lossy WebP,
+JPEG-compressed TIFF) is refused: compression noise invents labels. The number
+of classes is the caller's, else the length of ``classes.txt``, else the
+largest label + 1; that last guess is refused when a label covers under
+``RARE_LABEL_FRACTION`` of the labelled pixels (likely noise, not a class).
 
 Classification, ImageFolder style: ``CLASS/*.png`` folders split into
 train/val, or ``train/CLASS/`` and ``val/CLASS/``. Classes are sorted by name
@@ -22,8 +25,11 @@ see the same validation images.
 
 Every image is decoded and every mask read once when the dataset is built, so
 a broken file stops the run before training, naming the file. Images are
-resized to ``image_size`` squares (masks with nearest neighbour); resized masks
-stay in memory, images are read from disk on each use.
+shown to the model as a viewer shows them: EXIF orientation applied (masks are
+compared with the oriented size), every mode converted to 8-bit RGB by the rules
+of ``to_rgb``, or refused. Images are resized to ``image_size`` squares (masks
+with nearest neighbour); resized masks stay in memory, images are read from
+disk on each use.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision.transforms.v2 import functional as F
 
 from ftkit.data import DataSplits
@@ -44,6 +50,15 @@ IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 )
 CLASSES_FILE = "classes.txt"
+# An inferred label covering under 0.01% of the labelled pixels is taken for noise.
+RARE_LABEL_FRACTION = 1e-4
+ORIENTATION = 0x0112  # the EXIF tag
+# PIL converts these to RGB without losing the picture. Alpha (RGBA, LA, PA, a
+# palette's transparency) is discarded, not composited: the colours are kept as
+# stored, rather than blended with a background the image never had.
+RGB_MODES = frozenset(
+    {"1", "L", "P", "RGB", "RGBA", "RGBX", "RGBa", "LA", "La", "PA", "CMYK", "YCbCr"}
+)
 SPLIT_SEED = 0
 SPLITS = ("train", "val")
 VOC_CLASSES = (
@@ -68,8 +83,7 @@ class FolderSource:
         return len(self.images)
 
     def image(self, index: int) -> torch.Tensor:
-        with Image.open(self.images[index]) as im:
-            pixels = F.pil_to_tensor(im.convert("RGB"))
+        pixels, _ = _decode(self.images[index])
         return resize_image(pixels, self.image_size)
 
     def target(self, index: int) -> torch.Tensor:
@@ -109,6 +123,12 @@ def _segmentation(
         pairs = {split: _voc_pairs(root, split) for split in SPLITS}
         default_names = list(VOC_CLASSES)
     elif _has_splits(root):
+        for split in SPLITS:
+            if not _segmentation_folders(root / split) and _class_folders_with_images(root / split):
+                raise UsageError(
+                    f"'{root}' looks like a classification dataset ({split}/ holds a folder "
+                    f"of images per class); use --task classification"
+                )
         pairs = {split: _paired(root / split) for split in SPLITS}
         for split, found in pairs.items():
             if not found:
@@ -121,6 +141,11 @@ def _segmentation(
         if not found:
             raise UsageError(f"dataset '{root}' is empty; expected images in '{root / 'images'}'")
         pairs = dict(zip(SPLITS, _split(found, val_fraction, root), strict=True))
+    elif _class_folders_with_images(root):
+        raise UsageError(
+            f"'{root}' looks like a classification dataset (a folder of images per class); "
+            f"use --task classification"
+        )
     else:
         raise UsageError(
             f"'{root}' is not a segmentation dataset; expected images/ and masks/, "
@@ -131,16 +156,20 @@ def _segmentation(
     # Read every mask and decode every image now, so bad files fail before training.
     masks: dict[str, list[torch.Tensor]] = {split: [] for split in SPLITS}
     labels: list[tuple[Path, np.ndarray]] = []
+    pixels: dict[int, int] = {}  # label -> pixels at full size, over all masks
     for split in SPLITS:
         for image, mask_path in pairs[split]:
             size = _check_image(image, image_size)
             mask = _read_mask(mask_path, image, size)
-            labels.append((mask_path, np.unique(mask)))
+            values, counts = np.unique(mask, return_counts=True)
+            labels.append((mask_path, values))
+            for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+                pixels[value] = pixels.get(value, 0) + count
             masks[split].append(resize_mask(torch.from_numpy(mask), image_size))
 
     if num_classes is None:
         known = listed or default_names
-        num_classes = len(known) if known else _infer_num_classes(labels, root)
+        num_classes = len(known) if known else _infer_num_classes(pixels, root)
     elif listed and num_classes < len(listed):
         raise UsageError(
             f"--num-classes {num_classes} is fewer than the {len(listed)} classes "
@@ -208,13 +237,19 @@ def _voc_pairs(root: Path, split: str) -> list[Pair]:
 def _read_mask(path: Path, image: Path, image_size: tuple[int, int]) -> np.ndarray:
     try:
         with Image.open(path) as im:
-            mode = im.mode
-            mask = np.array(im)
+            mode, lossy = im.mode, _lossy_format(im, path)
+            # Oriented as its image is, so both are compared as a viewer shows them.
+            mask = np.array(ImageOps.exif_transpose(im))
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... on bad files
         raise UsageError(
             f"cannot read mask '{path}' ({_reason(exc)}); expected a PNG of label ids"
         ) from exc
-    if mask.ndim != 2:
+    if lossy:
+        raise UsageError(
+            f"mask '{path}' is a lossy {lossy}: compression noise invents labels; "
+            f"expected a PNG of label ids"
+        )
+    if mask.ndim != 2 or mode == "F":
         raise UsageError(
             f"mask '{path}' has mode {mode}; expected a single-channel PNG of label ids "
             f"(mode L or P)"
@@ -231,8 +266,38 @@ def _read_mask(path: Path, image: Path, image_size: tuple[int, int]) -> np.ndarr
     return mask.astype(np.uint8 if mask.dtype == np.bool_ else np.int32)
 
 
-def _infer_num_classes(labels: list[tuple[Path, np.ndarray]], root: Path) -> int:
-    found = [int(v) for _, values in labels for v in values if v != IGNORE_INDEX]
+def _lossy_format(im: Image.Image, path: Path) -> str | None:
+    """The name of ``im``'s format when it stores pixels lossily, else None.
+    Judged by the content, not the file name."""
+    if im.format in ("JPEG", "MPO"):
+        return "JPEG"
+    if im.format == "TIFF" and im.info.get("compression") in ("jpeg", "tiff_jpeg"):
+        return "JPEG-compressed TIFF"
+    if im.format == "WEBP" and _webp_is_lossy(path):
+        return "WebP"
+    return None
+
+
+def _webp_is_lossy(path: Path) -> bool:
+    # A WebP's bitstream chunk is 'VP8 ' (lossy) or 'VP8L' (lossless); extended
+    # files ('VP8X') hold one of them after other chunks.
+    data = path.read_bytes()
+    at = 12  # after 'RIFF', the size and 'WEBP'
+    while at + 8 <= len(data):
+        kind = data[at : at + 4]
+        if kind in (b"VP8 ", b"VP8L"):
+            return kind == b"VP8 "
+        size = int.from_bytes(data[at + 4 : at + 8], "little")
+        at += 8 + size + size % 2
+    return False
+
+
+def _infer_num_classes(pixels: dict[int, int], root: Path) -> int:
+    """The largest label + 1, unless a label is so rare that it is likely noise:
+    then the guess would give the model classes that are not there. That is an
+    error, not a warning: a warning scrolls by while a run trains a wrong head,
+    and a real rare class costs one option (--num-classes or classes.txt)."""
+    found = {v: n for v, n in pixels.items() if v != IGNORE_INDEX}
     if not found:
         raise UsageError(
             f"the masks of '{root}' hold no labels other than {IGNORE_INDEX} (ignore); "
@@ -242,6 +307,16 @@ def _infer_num_classes(labels: list[tuple[Path, np.ndarray]], root: Path) -> int
         raise UsageError(
             f"the masks of '{root}' hold only label 0; expected at least two classes "
             f"(or pass the number of classes)"
+        )
+    total = sum(found.values())
+    rare = sorted(v for v, n in found.items() if n < total * RARE_LABEL_FRACTION)
+    if rare:
+        listing = ", ".join(f"{v} ({found[v]} px)" for v in rare)
+        raise UsageError(
+            f"the masks of '{root}' hold label(s) {listing} in under "
+            f"{RARE_LABEL_FRACTION:.2%} of the {total} labelled pixels, likely noise; "
+            f"fix the masks, or pass --num-classes or list the classes in "
+            f"'{root / CLASSES_FILE}' to keep them"
         )
     return max(found) + 1
 
@@ -256,15 +331,19 @@ def _classification(
     val_fraction: float,
     num_classes: int | None,
 ) -> DataSplits:
-    if _has_splits(root):
+    # Else the folders images/ and masks/ would silently become two classes.
+    splits_present = _has_splits(root)
+    folders_to_check = [root / split for split in SPLITS] if splits_present else [root]
+    if any(_segmentation_folders(folder) for folder in folders_to_check):
+        where = " in train/ and val/" if splits_present else ""
+        raise UsageError(
+            f"'{root}' looks like a segmentation dataset (images/ and masks/{where}); "
+            f"use --task segmentation, or give one folder of images per class"
+        )
+    if splits_present:
         folders = {split: _class_folders(root / split) for split in SPLITS}
         found = sorted(set(folders["train"]) | set(folders["val"]))
     else:
-        if any((root / d).is_dir() for d in ("images", "masks", "JPEGImages")):
-            raise UsageError(
-                f"'{root}' looks like a segmentation dataset (images/ and masks/); "
-                f"use --task segmentation, or give one folder of images per class"
-            )
         folders = {"all": _class_folders(root)}
         found = sorted(folders["all"])
     if not found:
@@ -339,18 +418,85 @@ def _class_folders(folder: Path) -> dict[str, list[Path]]:
 
 
 def _check_image(path: Path, image_size: int) -> tuple[int, int]:
-    """Decode ``path`` once so a broken file fails now, not mid-epoch; its (w, h)."""
+    """Decode ``path`` once, as training will, so a broken file or an image mode
+    ftkit cannot convert fails now, not mid-epoch; its (w, h) once oriented."""
+    return _decode(path, draft=image_size)[1]
+
+
+def _decode(path: Path, draft: int | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The uint8 (3, H, W) pixels of ``path`` as a viewer shows them, and its
+    oriented (w, h) at full size. ``draft`` lets JPEGs decode at a reduced scale:
+    much faster, and still reads every byte."""
     try:
         with Image.open(path) as im:
-            size = im.size
-            # JPEGs may decode at a reduced scale: much faster, and still reads every byte.
-            im.draft("RGB", (image_size, image_size))
+            size = _oriented_size(im)
+            if draft:
+                im.draft("RGB", (draft, draft))
             im.load()
+            pixels = to_rgb(ImageOps.exif_transpose(im), path)
+    except UsageError:
+        raise
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... on bad files
         raise UsageError(
             f"cannot read image '{path}' ({_reason(exc)}); expected a complete image file"
         ) from exc
-    return size
+    return pixels, size
+
+
+def _oriented_size(im: Image.Image) -> tuple[int, int]:
+    # EXIF orientations 5-8 turn the picture by 90 degrees (what exif_transpose does).
+    width, height = im.size
+    return (height, width) if im.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8) else (width, height)
+
+
+def to_rgb(im: Image.Image, path: Path) -> torch.Tensor:
+    """uint8 (3, H, W) pixels of ``im``, or a UsageError naming ``path`` and its mode.
+
+    8-bit modes go through PIL (alpha discarded, see ``RGB_MODES``). 16-bit
+    greyscale (I;16*) is scaled from 0..65535 to 0..255; mode I (32-bit) is read
+    as 16-bit, since 16-bit PNGs and TIFFs open as I, and refused outside
+    0..65535. Float (F) must hold values in [0, 1], scaled to 0..255: any other
+    range has no meaning ftkit can know, and stretching each image by its own
+    min and max would make the same value a different grey in every image.
+    """
+    mode = im.mode
+    if mode in RGB_MODES:
+        return F.pil_to_tensor(im.convert("RGB"))
+    values = np.asarray(im)
+    if mode.startswith("I;16") or mode == "I":
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high > 65535:
+            raise UsageError(
+                f"image '{path}' has mode {mode} with values {low}..{high}; expected "
+                f"16-bit values 0..65535, or an 8-bit image"
+            )
+        grey = (values.astype(np.int64) * 255 + 32767) // 65535  # rounds v * 255 / 65535
+    elif mode == "F":
+        low, high = float(values.min()), float(values.max())
+        if not (0.0 <= low and high <= 1.0):  # also catches NaN
+            raise UsageError(
+                f"image '{path}' has mode F (float) with values {low:g}..{high:g}; expected "
+                f"floats in [0, 1], or an 8- or 16-bit image"
+            )
+        grey = np.rint(values.astype(np.float64) * 255)
+    else:
+        raise UsageError(
+            f"image '{path}' has mode {mode}, which ftkit cannot convert to RGB; expected "
+            f"an 8- or 16-bit greyscale, palette, RGB(A) or CMYK image"
+        )
+    return torch.from_numpy(grey.astype(np.uint8)).expand(3, -1, -1).contiguous()
+
+
+def _segmentation_folders(folder: Path) -> bool:
+    return any((folder / d).is_dir() for d in ("images", "masks", "JPEGImages"))
+
+
+def _class_folders_with_images(folder: Path) -> bool:
+    """True when ``folder`` holds a sub-folder with images: an ImageFolder layout."""
+    return folder.is_dir() and any(
+        d.is_dir() and not d.name.startswith(".") and any(_is_image(f) for f in d.rglob("*"))
+        for d in folder.iterdir()
+    )
 
 
 def _has_splits(root: Path) -> bool:

@@ -83,10 +83,18 @@ def pick_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise UsageError(
-            f"--device: unknown device '{name}'; use cpu, cuda, cuda:N or auto"
+            f"--device: unknown device '{name}'; use cpu, cuda, cuda:N, mps or auto"
         ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UsageError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {name}: MPS (Apple GPU) is not available on this machine")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device {name}: not supported; use cpu, cuda, cuda:N, mps or auto")
     return device
 
 

@@ -17,14 +17,21 @@ class GradNormAlert:
     window: int = 20
     streak: int = 0
     alerted: bool = False
+    clip: float | None = None  # --clip-grad-norm: the norm watched is measured before it
 
     def update(self, norm: float) -> str | None:
         self.streak = self.streak + 1 if norm > self.limit else 0
         if self.streak >= self.window and not self.alerted:
             self.alerted = True
-            return (
+            head = (
                 f"gradient norm above {self.limit:g} for {self.streak} steps in a row "
-                f"(now {norm:.3g}): the LR may be too high; consider --clip-grad-norm"
+                f"(now {norm:.3g}"
+            )
+            if self.clip is None:
+                return f"{head}): the LR may be too high; consider --clip-grad-norm"
+            return (
+                f"{head}, measured before clipping to {self.clip:g}): every step is being "
+                "clipped, so the LR may be too high; consider a lower --lr"
             )
         return None
 
@@ -48,16 +55,30 @@ class NonFinite:
 
 @dataclass
 class EarlyStopping:
+    """The best epoch of the run (for the best weights), and patience counted
+    within a stage: a stage changes what trains, so its first epochs are not
+    comparable with the last stage's best. Each stage starts a fresh count
+    against its own best, so an unfreeze's dip never ends the run before the
+    new stage had ``patience`` epochs to improve on its first."""
+
     monitor: str
     patience: int | None
     min_delta: float = 0.0
     best: float | None = None
     best_epoch: int = 0
     bad_epochs: int = 0
+    stage_best: float | None = None
 
     @property
     def mode(self) -> str:
         return "min" if "loss" in self.monitor else "max"
+
+    def start_stage(self) -> None:
+        self.stage_best, self.bad_epochs = None, 0
+
+    def _better(self, value: float, than: float | None) -> bool:
+        sign = -1 if self.mode == "min" else 1
+        return than is None or sign * (value - than) > self.min_delta
 
     def update(self, epoch: int, record: dict[str, Any]) -> bool:
         """Record an epoch; True when it is the best so far."""
@@ -65,11 +86,13 @@ class EarlyStopping:
         if value is None or not math.isfinite(value):
             self.bad_epochs += 1
             return False
-        sign = -1 if self.mode == "min" else 1
-        if self.best is None or sign * (value - self.best) > self.min_delta:
-            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+        if self._better(value, self.stage_best):
+            self.stage_best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+        if self._better(value, self.best):
+            self.best, self.best_epoch = value, epoch
             return True
-        self.bad_epochs += 1
         return False
 
     @property

@@ -137,6 +137,8 @@ class Loop:
                 bad = True  # poisons the whole accumulated step
             epoch.batches += 1
             epoch.images += len(y)
+            if on_batch:  # per batch, so the bar and images/s count every batch
+                on_batch(value, len(y))
             if epoch.batches % self.accumulate:
                 continue  # a trailing partial accumulation is dropped with the epoch
             # One collective per step makes skips and interrupts the same on every rank.
@@ -154,8 +156,6 @@ class Loop:
                 note = self.alert.update(norm)
                 if note:
                     epoch.warnings.append(note)
-            if on_batch:
-                on_batch(value, len(y))
             if stop:
                 break
         else:

@@ -2,7 +2,8 @@
 
 A finished run is left alone. Options that change the training (model,
 classes, strategy, loss, batch size, data, ...) must match the run's own
-``config.toml``; options that don't (device, workers) may change.
+``config.toml``; options that don't (device, workers) may change. A data
+folder whose files changed since the run is refused.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 
 import torch
 
-from ftkit.config import Config, build_config, read_run_config
+from ftkit.config import DATA_FINGERPRINT, Config, build_config, read_run_config
+from ftkit.data import check_fingerprint
 from ftkit.engine import checkpoint as ckpt
 from ftkit.errors import UsageError
 
@@ -31,6 +33,20 @@ def run_config(run_dir: str) -> dict[str, Any]:
     return read_run_config(path)
 
 
+def check_run_data(run_dir: Path, config: Config) -> None:
+    """Refuse the run's own data folder when its files changed since the run
+    (a run directory records their fingerprint); other data is the user's choice."""
+    saved = read_run_config(run_dir)
+    recorded = saved.get(DATA_FINGERPRINT)
+    if isinstance(recorded, str) and saved.get("data") == config.data:
+        check_fingerprint(config.data, recorded, str(run_dir))
+
+
+def _effective(config: Config, name: str) -> Any:
+    """An option's value as the run uses it: the default model, not None."""
+    return config.model_spec if name == "model" else getattr(config, name)
+
+
 def open_resume(run_dir: str, config: Config) -> tuple[Path, Config, dict[str, Any]] | None:
     path = Path(run_dir)
     saved_config = build_config(run_config(run_dir), {}, {}, ())
@@ -40,16 +56,17 @@ def open_resume(run_dir: str, config: Config) -> tuple[Path, Config, dict[str, A
         print(f"{run_dir} already finished ({reason}); nothing to resume", flush=True)
         return None
     changed = [
-        f"{f.name}: {getattr(saved_config, f.name)!r} -> {getattr(config, f.name)!r}"
+        f"{f.name}: {_effective(saved_config, f.name)!r} -> {_effective(config, f.name)!r}"
         for f in fields(Config)
         if f.metadata.get("trains", True)
         and f.name != "plugins"
-        and getattr(saved_config, f.name) != getattr(config, f.name)
+        and _effective(saved_config, f.name) != _effective(config, f.name)
     ]
     if changed:
         raise UsageError(
             f"--resume '{run_dir}': these options would change the training: {'; '.join(changed)}"
         )
+    check_run_data(path, config)
     state = ckpt.load_state(path / "checkpoints" / ckpt.LAST)
     if state.get("threads") != torch.get_num_threads():
         print(

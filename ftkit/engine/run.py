@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 import sys
 import time
@@ -34,12 +35,11 @@ from ftkit.engine.guards import BaselineGuard, EarlyStopping, GradNormAlert, Non
 from ftkit.engine.loop import EpochProgress, Loop, NonFiniteStop
 from ftkit.engine.optim import apply_stage, make_optimizer, set_train_mode
 from ftkit.engine.resume import open_resume
-from ftkit.engine.summary import summarize, summary_table
-from ftkit.errors import UsageError, unknown
-from ftkit.models import normalization
+from ftkit.engine.summary import empty_classes, json_text, summarize, summary_table
+from ftkit.errors import UsageError
 from ftkit.plan import Plan
 from ftkit.plugins.manager import Plugins
-from ftkit.prepare import Prepared, model_data, prepare
+from ftkit.prepare import Prepared, input_size_problem, model_data, prepare_run
 from ftkit.report import fmt_lr
 from ftkit.tasks import TASKS, Task
 
@@ -126,6 +126,11 @@ class NoHooks:
 def run_dir_for(config: Config) -> Path:
     if config.out:
         path = Path(config.out)
+        if (path / "config.toml").is_file() and not (path / "checkpoints" / ckpt.LAST).exists():
+            raise UsageError(
+                f"--out '{path}' holds a run that stopped before its first checkpoint, "
+                f"so there is nothing to resume; delete it or choose another --out"
+            )
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise UsageError(
                 f"--out '{path}' already exists and is not empty; use --resume "
@@ -155,10 +160,34 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
             return EXIT_OK
         run_dir, config, saved = opened
     world, device = distributed.setup(config.device)
+    UNSAVED.clear()
     try:
         return train(config, plugins, world, device, saved, run_dir if saved else None)
+    except BaseException:
+        discard_unsaved_run()
+        raise
     finally:
         distributed.shutdown(world)
+
+
+# The run directory this process made, and whether it was there (empty) before:
+# a run that fails before its first checkpoint has nothing to resume, so it must
+# not leave a directory that blocks the same command until deleted by hand.
+UNSAVED: list[tuple[Path, bool]] = []
+
+
+def discard_unsaved_run() -> None:
+    for run_dir, existed in UNSAVED:
+        if (run_dir / "checkpoints" / ckpt.LAST).exists() or (run_dir / "summary.json").exists():
+            continue
+        # an --out directory the user made was empty: everything in it is this run's
+        for path in run_dir.iterdir() if existed else [run_dir]:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        warn(f"removed {run_dir}: the run failed before its first checkpoint")
+    UNSAVED.clear()
 
 
 def train(
@@ -173,31 +202,28 @@ def train(
     QUIET = not world.main
     hooks = plugins.hook if world.main else NoHooks()
     seed_everything(config.seed)
-    prepared = prepare(config, plugins)
+    # Every check of bad input, shared with plan; a resume loads its own weights.
+    prepared = prepare_run(config, plugins, load_weights=not saved)
+    config = prepared.config  # with what the weights decide (the input size)
     task = TASKS[config.task]
     monitor = config.monitor or task.monitor
-    if monitor not in task.monitors:
-        raise unknown("--monitor metric", monitor, task.monitors)
     model = prepared.model
-    notes = [] if saved else load_start_weights(prepared)
+    notes = [prepared.weights.line()] if prepared.weights else []
     data = model_data(prepared, plugins)
-    mean, std = normalization(model)
+    mean, std = prepared.preprocessing.mean, prepared.preprocessing.std
     n_train, n_val = len(data.train), len(data.val)  # type: ignore[arg-type]
-    if n_train < config.batch_size * config.accumulate:
-        raise UsageError(
-            f"the training split has {n_train} samples, fewer than one "
-            f"step (--batch-size {config.batch_size} x --accumulate "
-            f"{config.accumulate})"
-        )
-    if n_val == 0:
-        raise UsageError(f"the validation split of '{config.data}' is empty")
     loss_fn = make_loss(prepared, data, plugins)
     if config.cache_features == "on":
         check_requested(model, prepared.plan.stages, data.train_is_deterministic, world.enabled)
 
     if not saved:
+        # plan only warns: a model that takes one input size fails at its first step
+        problem = input_size_problem(prepared.model, prepared.config)
+        if problem:
+            raise UsageError(problem)
         if world.main:
             run_dir = run_dir_for(config)
+            UNSAVED[:] = [(run_dir, run_dir.exists())]
             (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             (run_dir / "config.toml").write_text(config.to_toml())
             plan_json = json.dumps(prepared.plan.to_json(), indent=2)
@@ -205,7 +231,8 @@ def train(
         run_dir = Path(world.from_main(str(run_dir)))
         for note in notes:
             say(note)
-        for warning in prepared.plan.warnings:
+        empty = empty_classes(data.label_counts(), data.class_names)
+        for warning in (*prepared.plan.warnings, *empty):
             warn(warning)
     assert run_dir is not None
 
@@ -219,7 +246,7 @@ def train(
         config.accumulate,
         config.amp,
         config.clip_grad_norm,
-        GradNormAlert(config.grad_norm_alert),
+        GradNormAlert(config.grad_norm_alert, clip=config.clip_grad_norm),
         NonFinite(config.max_nonfinite_steps),
         world=world,
         channels_last=config.channels_last,
@@ -313,6 +340,7 @@ def train(
             stage = plan.stages[index]
             if index != state.stage_index:
                 state.stage_index, state.stage_step = index, 0
+                stopper.start_stage()  # patience counts within a stage (--patience)
                 enter_stage(run, loop, index, hooks)
             if index != loader_stage:  # a new stage, or the first after a resume
                 loader, loader_stage = (
@@ -391,7 +419,7 @@ def train(
         lr=config.lr,
     )
     if world.main:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (run_dir / "summary.json").write_text(json_text(summary, indent=2) + "\n")
     hooks.ftkit_run_end(run=run, summary=summary)
     say(summary_table(summary, task.per_class))
     if "diagnosis_message" in summary:
@@ -486,19 +514,6 @@ def keep_rows_up_to(path: Path, epoch: int) -> None:
     path.write_text("".join(row + "\n" for row in rows))
 
 
-def load_start_weights(prepared: Prepared) -> list[str]:
-    config = prepared.config
-    source = config.start_from or config.weights
-    if not source:
-        return []
-    state = ckpt.read_weights(source)
-    head = prepared.anatomy.params_of(prepared.anatomy.head)
-    # A converged baseline must match exactly; pretrained weights may differ in the head.
-    return ckpt.load_weights(
-        prepared.model, state, source=source, head=head, strict=bool(config.start_from)
-    )
-
-
 def make_loss(prepared: Prepared, data: Any, plugins: Plugins) -> Any:
     from ftkit.losses import build_loss, class_weights, parse_class_weights
 
@@ -548,7 +563,8 @@ def epoch_line(record: dict[str, Any], monitor: str) -> str:
     if "train_loss" in record:
         parts.append(f"train_loss {record['train_loss']:.4f}")
     parts.append(f"val_loss {record['val_loss']:.4f}")
-    parts.append(f"{monitor} {record.get(monitor, float('nan')):.4f}")
+    if monitor != "val_loss":
+        parts.append(f"{monitor} {record.get(monitor, float('nan')):.4f}")
     if "seconds" in record:
         parts.append(f"{record['seconds']:.1f}s")
     return "  ".join(parts)
@@ -556,7 +572,7 @@ def epoch_line(record: dict[str, Any], monitor: str) -> str:
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
+        fh.write(json_text(record) + "\n")
 
 
 def progress_bar(epoch: int, total: int, batches: int) -> tuple[Any, Any]:

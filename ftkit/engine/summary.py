@@ -7,6 +7,7 @@ their share of the training labels): a loss switch exists for them.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -33,17 +34,39 @@ def diagnosis_message(guard: BaselineGuard, monitor: str, lr: float) -> str:
 
 
 def rare_classes(counts: list[int], class_names: list[str]) -> list[str]:
-    """The rarest class, and any other with under a quarter of the median
-    class's share of the training labels."""
+    """The classes with under a quarter of the median class's share of the
+    training labels. Balanced data has none: the rarest class is not rare."""
     if not counts:
         return []
     median = sorted(counts)[len(counts) // 2]
-    rarest = min(range(len(counts)), key=counts.__getitem__)
+    return [name for name, c in zip(class_names, counts, strict=True) if c < median / 4]
+
+
+def empty_classes(counts: list[int], class_names: list[str]) -> list[str]:
+    """A warning per class that no training label holds: the model cannot learn it."""
     return [
-        name
-        for i, (name, c) in enumerate(zip(class_names, counts, strict=True))
-        if i == rarest or c < median / 4
+        f"class '{name}' has no training samples: the model cannot learn it, and its "
+        "metrics will read 0 or '-'"
+        for name, c in zip(class_names, counts, strict=True)
+        if c == 0
     ]
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every NaN or infinity, at any depth, replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+def json_text(value: Any, indent: int | None = None) -> str:
+    """Strict JSON: a non-finite number is written as null, never as the bare NaN
+    that Python's json module writes and other readers refuse."""
+    return json.dumps(finite_or_none(value), indent=indent, allow_nan=False)
 
 
 def summarize(

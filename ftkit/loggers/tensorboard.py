@@ -2,7 +2,9 @@
 
 Writes to ``RUN_DIR/tb``: losses, every metric, IoU per class, LR per group,
 gradient-norm statistics, trainable parameters, stage changes, the plan as
-text, and input | truth | prediction panels of a few validation images.
+text, and input | truth | prediction panels of a few validation images (for
+classification, truth and prediction are swatches of the class's colour with its
+name written in them).
 """
 
 from __future__ import annotations
@@ -98,14 +100,33 @@ def panels(run: Any) -> Any:
     rows = []
     for image, target, pred in run.samples:
         image = (image.float() * std + mean).clamp(0, 1)
-        if target.ndim != 2:  # classification: the image alone
-            rows.append(image)
+        if target.ndim != 2:  # classification: the labels as named colour swatches
+            size = tuple(image.shape[1:])
+            truth, guess = (
+                _label_panel(run.class_names, palette, int(label), size) for label in (target, pred)
+            )
+            rows.append(torch.cat([image, truth, guess], dim=2))
             continue
         truth = palette[target.clamp(0, len(palette) - 1)].permute(2, 0, 1)
         truth[:, target == 255] = 1.0
         guess = palette[pred.clamp(0, len(palette) - 1)].permute(2, 0, 1)
         rows.append(torch.cat([image, truth, guess], dim=2))
     return torch.cat(rows, dim=1)
+
+
+def _label_panel(names: list[str], palette: Any, label: int, size: tuple[int, int]) -> Any:
+    """A (3, H, W) swatch in the class's palette colour with the class's name on it."""
+    import numpy as np
+    import torch
+    from PIL import Image, ImageDraw
+
+    colour = palette[min(max(label, 0), len(palette) - 1)]
+    rgb = tuple(int(round(float(c) * 255)) for c in colour)
+    panel = Image.new("RGB", (size[1], size[0]), rgb)
+    name = names[label] if 0 <= label < len(names) else str(label)
+    ink = (0, 0, 0) if sum(rgb) > 380 else (255, 255, 255)  # readable on light and dark
+    ImageDraw.Draw(panel).text((2, 2), name, fill=ink)
+    return torch.from_numpy(np.asarray(panel).copy()).permute(2, 0, 1).float() / 255
 
 
 def _palette(n: int) -> list[list[int]]:

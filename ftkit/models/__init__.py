@@ -1,25 +1,29 @@
 """Models from specs (``smp:unet:resnet18``, ``tv:resnet18``,
 ``timm:vit_tiny_patch16_224``) and their anatomies.
 
-Each family is a built-in plugin registering a model builder and an anatomy
-provider. Nothing is downloaded: weights start random unless a local file is
-given (``--weights``, ``--from``).
+Each family is a built-in plugin registering a ``ModelFamily`` and an anatomy
+provider. Weights start random unless ``--weights`` names the library's own
+pretrained weights (``imagenet``) or a file, or ``--from`` gives a converged run.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ftkit.data import IMAGENET_MEAN, IMAGENET_STD
 from ftkit.errors import UsageError, unknown
+from ftkit.models.family import ModelFamily, Preprocessing, as_family
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from ftkit.anatomy import Anatomy
+    from ftkit.config import Config
+    from ftkit.models.weights import LoadReport
     from ftkit.plugins.manager import Plugins
 
 
-def build_model(spec: str, *, num_classes: int, task: str, plugins: Plugins) -> nn.Module:
+def model_family(spec: str, plugins: Plugins) -> tuple[ModelFamily, str]:
+    """The family of a model spec and the rest of the spec after its prefix."""
     prefix, sep, rest = spec.partition(":")
     if not sep or not rest:
         raise UsageError(
@@ -29,17 +33,53 @@ def build_model(spec: str, *, num_classes: int, task: str, plugins: Plugins) -> 
         )
     if prefix not in plugins.models:
         raise unknown("model family", prefix, plugins.models.names())
-    return plugins.models.get(prefix)(rest, num_classes=num_classes, task=task)
+    return as_family(prefix, plugins.models.get(prefix)), rest
 
 
-def normalization(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The mean and std the model's pretrained weights expect (ImageNet's
-    unless the model says otherwise, as timm models do)."""
-    cfg: Any = getattr(model, "pretrained_cfg", None) or {}
-    mean, std = cfg.get("mean"), cfg.get("std")
-    if mean and std and len(mean) == 3:
-        return tuple(mean), tuple(std)
-    return IMAGENET_MEAN, IMAGENET_STD
+def build_model(spec: str, *, num_classes: int, task: str, plugins: Plugins) -> nn.Module:
+    family, rest = model_family(spec, plugins)
+    return family.build(rest, num_classes=num_classes, task=task)
+
+
+def weights_name(config: Config) -> str | None:
+    """``--weights`` when it names a library's weights (``imagenet``), not a file."""
+    from ftkit.models.weights import looks_like_file
+
+    return config.weights if config.weights and not looks_like_file(config.weights) else None
+
+
+def preprocessing(config: Config, plugins: Plugins) -> Preprocessing:
+    """The normalisation (and input size) of the weights the model starts from."""
+    family, rest = model_family(config.model_spec, plugins)
+    name = weights_name(config)
+    if family.preprocessing is None:
+        if name:
+            raise UsageError(f"model family '{family.name}' knows no pretrained weights")
+        return Preprocessing()
+    return family.preprocessing(rest, name)
+
+
+def load_start_weights(
+    config: Config, plugins: Plugins, model: nn.Module, anatomy: Anatomy
+) -> LoadReport | None:
+    """Load ``--from`` (exactly) or ``--weights`` into the model and report it."""
+    from ftkit.models.weights import fit_weights, read_state
+
+    if config.start_from:
+        state = read_state(config.start_from)
+        return fit_weights(model, anatomy, state, source=config.start_from, exact=True)
+    if not config.weights:
+        return None
+    family, rest = model_family(config.model_spec, plugins)
+    name = weights_name(config)
+    if name is None:
+        state, source = read_state(config.weights), config.weights
+    elif family.named_weights is None:
+        raise UsageError(f"model family '{family.name}' knows no pretrained weights")
+    else:
+        named = family.named_weights(rest, name)
+        state, source = named.state, named.source
+    return fit_weights(model, anatomy, state, source=source, convert=family.convert)
 
 
 def pick(kind: str, name: str, known: list[str]) -> str:

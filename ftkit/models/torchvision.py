@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
-from ftkit.anatomy import BACKBONE, HEAD, Anatomy, AnatomyProvider, from_prefixes
-from ftkit.errors import UsageError
+from ftkit.anatomy import BACKBONE, HEAD, Anatomy, AnatomyProvider, from_prefixes, merge_norms
+from ftkit.errors import UsageError, unknown
 from ftkit.models import pick
+from ftkit.models.cache import bounded_network, not_cached, offline_reason
+from ftkit.models.family import ModelFamily, NamedWeights, Preprocessing
 from ftkit.plugins.manager import hookimpl
 
 
@@ -20,6 +24,68 @@ def build(name: str, *, num_classes: int, task: str) -> Any:
         )
     pick("torchvision model", name, torchvision.models.list_models(torchvision.models))
     return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+
+
+def _weights_enum(name: str) -> Any:
+    import torchvision
+
+    try:
+        return torchvision.models.get_model_weights(name)
+    except (KeyError, ValueError):
+        return None
+
+
+def named_weights(name: str, tag: str) -> NamedWeights:
+    """``imagenet`` is the enum's DEFAULT, or another ImageNet member already
+    in the cache (offline machines often hold an older one); any other tag
+    is an enum member, e.g. ``IMAGENET1K_V2``."""
+    import torch
+
+    enum = _weights_enum(name)
+    if enum is None:
+        raise UsageError(f"torchvision has no pretrained weights for '{name}'")
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    if tag.lower() == "imagenet":
+        candidates = [enum.DEFAULT] + [
+            m for m in enum if m.name.startswith("IMAGENET") and m is not enum.DEFAULT
+        ]
+        member = next((m for m in candidates if (folder / _filename(m)).is_file()), enum.DEFAULT)
+    elif tag.upper() in enum.__members__:
+        member = enum[tag.upper()]
+    else:
+        raise unknown(f"weights name for tv:{name}", tag, ["imagenet", *enum.__members__])
+    what = f"torchvision {type(member).__name__}.{member.name}"
+    try:
+        with bounded_network():
+            state = member.get_state_dict(progress=False, weights_only=True)
+    except OSError as exc:  # URLError, timeouts and DNS failures are OSErrors
+        raise not_cached(what, _filename(member), folder, offline_reason(exc)) from None
+    return NamedWeights(
+        state, f"{what} ({folder / _filename(member)})", _preprocessing_of(member, what)
+    )
+
+
+def preprocessing(name: str, tag: str | None) -> Preprocessing:
+    """The weights' own transforms; a weights file is taken to be the DEFAULT's."""
+    enum = _weights_enum(name)
+    if enum is None:
+        return Preprocessing()
+    if tag and tag.upper() in enum.__members__:
+        member = enum[tag.upper()]
+        return _preprocessing_of(member, f"torchvision {type(member).__name__}.{member.name}")
+    return _preprocessing_of(enum.DEFAULT, f"torchvision {enum.__name__} transforms")
+
+
+def _preprocessing_of(member: Any, what: str) -> Preprocessing:
+    transform = member.transforms()
+    crop = getattr(transform, "crop_size", None)
+    return Preprocessing(
+        tuple(transform.mean), tuple(transform.std), int(crop[0]) if crop else None, what
+    )
+
+
+def _filename(member: Any) -> str:
+    return Path(urlparse(member.url).path).name
 
 
 def resnet_layers(model: Any, prefix: str = "", head: str | None = "fc") -> list:
@@ -50,14 +116,18 @@ def _anatomy(model: Any) -> Anatomy:
             ("head", ["heads"], HEAD),
         ]
         return from_prefixes(model, layers, "torchvision-vit")
-    # MobileNet, EfficientNet, ConvNeXt: features.0..N then a classifier.
+    # MobileNet, EfficientNet, ConvNeXt, Swin, DenseNet: the stage modules in
+    # ``features`` (features.N; DenseNet's features.denseblockN, transitionN),
+    # then what follows them (Swin's final norm), the last child the classifier.
+    children = [n for n, m in model.named_children() if any(True for _ in m.parameters())]
     layers = [
         (f"features.{n}", [f"features.{n}"], BACKBONE)
         for n, m in model.features.named_children()
         if any(True for _ in m.parameters())
     ]
-    layers.append(("head", ["classifier"], HEAD))
-    return from_prefixes(model, layers, "torchvision-features")
+    layers += [(n, [n], BACKBONE) for n in children[:-1] if n != "features"]
+    layers.append(("head", [children[-1]], HEAD))
+    return from_prefixes(model, merge_norms(model, layers), "torchvision-features")
 
 
 def _matches(model: Any) -> bool:
@@ -69,12 +139,14 @@ def _matches(model: Any) -> bool:
         "MobileNetV3",
         "EfficientNet",
         "ConvNeXt",
+        "SwinTransformer",
+        "DenseNet",
     )
 
 
 @hookimpl
 def ftkit_register_models(register):
-    register("tv", build)
+    register(ModelFamily("tv", build, named_weights, preprocessing))
 
 
 @hookimpl

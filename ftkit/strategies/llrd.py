@@ -7,6 +7,7 @@ top id ``L + 1``. For timm models the anatomy comes from timm's own
 """
 
 from ftkit.anatomy import Anatomy
+from ftkit.errors import UsageError
 from ftkit.options import Option, fraction
 from ftkit.plugins.manager import hookimpl
 from ftkit.strategy import PlanRequest, Strategy, group, single_stage
@@ -14,6 +15,12 @@ from ftkit.strategy import PlanRequest, Strategy, group, single_stage
 
 def layer_ids(anatomy: Anatomy) -> list[tuple[str, tuple[str, ...], int]]:
     backbone = anatomy.backbone
+    if len(backbone) < 3:  # a decay over one or two LRs is not layer-wise any more
+        names = ", ".join(layer.name for layer in backbone)
+        raise UsageError(
+            f"llrd: the model has {len(backbone)} backbone layer groups ({names}), needs 3; "
+            "give finer ones with -o regroup=..., or use two-stage"
+        )
     ids = [(layer.name, layer.params, i) for i, layer in enumerate(backbone)]
     if anatomy.head:
         ids.append(("head", anatomy.params_of(anatomy.head), len(backbone)))

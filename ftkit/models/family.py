@@ -1,0 +1,60 @@
+"""What a model family registers: one record per spec prefix (``tv``, ``timm``,
+``smp``), as fastai's ``model_meta`` is one record per architecture.
+
+A family builds randomly initialised models and, optionally, knows its
+library's pretrained weights: where they are cached, how they are named, and
+the preprocessing (mean, std, input size) they were trained with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ftkit.data import IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images must look to the weights: normalisation and, where the
+    weights define one, their input size (classification only)."""
+
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    input_size: int | None = None
+    source: str = "ImageNet statistics"
+
+
+@dataclass(frozen=True)
+class NamedWeights:
+    """A family's pretrained weights resolved from a name such as ``imagenet``."""
+
+    state: dict[str, Any]  # the library's state dict, as its own loader returned it
+    source: str  # e.g. "torchvision MobileNet_V2_Weights.IMAGENET1K_V1 (/cache/file.pth)"
+    preprocessing: Preprocessing
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """``--model NAME:REST`` builds ``build(rest, num_classes=, task=)``.
+
+    ``named_weights(rest, name)`` resolves ``--weights NAME`` (``imagenet``, a
+    torchvision enum member, a timm tag) through the library's own cache and
+    raises ``UsageError`` naming the file and folder when it is absent
+    offline. ``preprocessing(rest, name)`` gives the weights' normalisation;
+    ``name`` is None for a weights file, whose statistics are the family's
+    default ImageNet ones. ``convert(state, model)`` is the library's own key
+    converter for foreign checkpoints (timm's ``checkpoint_filter_fn``).
+    """
+
+    name: str
+    build: Callable[..., Any]
+    named_weights: Callable[[str, str], NamedWeights] | None = None
+    preprocessing: Callable[[str, str | None], Preprocessing] | None = None
+    convert: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
+
+
+def as_family(name: str, value: Any) -> ModelFamily:
+    """Third-party plugins may still register ``(prefix, builder)``."""
+    return value if isinstance(value, ModelFamily) else ModelFamily(name, value)
