@@ -243,7 +243,9 @@ def run_job(job: Job, env: dict[str, str]) -> dict[str, Any]:
             shutil.rmtree(job.run_dir)
         start = time.perf_counter()
         with open(log, "w") as fh:
-            exit_code = subprocess.run(command, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
+            exit_code = subprocess.run(
+                command, stdout=fh, stderr=subprocess.STDOUT, env=env
+            ).returncode
         wall = round(time.perf_counter() - start, 1)
         if job.run_dir.is_dir():
             (job.run_dir / "bench-exit.json").write_text(
@@ -260,8 +262,10 @@ def run_job(job: Job, env: dict[str, str]) -> dict[str, Any]:
     status = "ok" if exit_code == 0 else f"exit code {exit_code}"
     metric = result.get("metric")
     shown = f"{metric:.4f}" if metric is not None else "-"
-    print(f"  {job.run_dir.name:32s} {status:12s} {METRIC[job.arm.task]} {shown}  {wall:.0f} s",
-          flush=True)  # fmt: skip
+    print(
+        f"  {job.run_dir.name:32s} {status:12s} {METRIC[job.arm.task]} {shown}  {wall:.0f} s",
+        flush=True,
+    )
     return result
 
 
@@ -361,7 +365,11 @@ def aggregate(jobs: list[Job]) -> list[dict[str, Any]]:
     keys = dict.fromkeys((j.arm, j.init) for j in jobs)
     for arm, init in keys:
         mine = [j for j in jobs if j.arm == arm and j.init == init]
-        ok = [j.result for j in mine if j.result.get("exit_code") == 0 and j.result.get("metric") is not None]
+        ok = [
+            j.result
+            for j in mine
+            if j.result.get("exit_code") == 0 and j.result.get("metric") is not None
+        ]
         row: dict[str, Any] = {
             "task": arm.task,
             "strategy": arm.strategy,
@@ -372,8 +380,10 @@ def aggregate(jobs: list[Job]) -> list[dict[str, Any]]:
             "runs": len(mine),
             "failed": len(mine) - len(ok),
             "trainable_per_stage": mine[0].result.get("trainable_per_stage"),
-            "weights_note": next((j.result["weights_note"] for j in mine if j.result.get("weights_note")), None),
-        }  # fmt: skip
+            "weights_note": next(
+                (j.result["weights_note"] for j in mine if j.result.get("weights_note")), None
+            ),
+        }
         if ok:
             row["metric"] = spread([r["metric"] for r in ok])
             row["seconds_per_epoch"] = spread([r["seconds_per_epoch"] for r in ok])
@@ -396,28 +406,48 @@ def verdict(rows: list[dict[str, Any]], task: str) -> dict[str, Any] | None:
         return None
     best = ranked[0]
     control = next(
-        (r for r in rows if r["task"] == task and r["init"] == "random"
-         and r["strategy"] == best["strategy"] and "metric" in r),
+        (
+            r
+            for r in rows
+            if r["task"] == task
+            and r["init"] == "random"
+            and r["strategy"] == best["strategy"]
+            and "metric" in r
+        ),
         None,
-    )  # fmt: skip
+    )
     best_random = max(
-        (r["metric"]["mean"] for r in rows if r["task"] == task and r["init"] == "random" and "metric" in r),
+        (
+            r["metric"]["mean"]
+            for r in rows
+            if r["task"] == task and r["init"] == "random" and "metric" in r
+        ),
         default=None,
-    )  # fmt: skip
+    )
     second = ranked[1] if len(ranked) > 1 else None
     return {
         "winner": best["strategy"],
         "mean": best["metric"]["mean"],
         "std": best["metric"]["std"],
         "runner_up": second["strategy"] if second else None,
-        "margin_points": (best["metric"]["mean"] - second["metric"]["mean"]) * 100 if second else None,
-        "within_noise": bool(second and best["metric"]["mean"] - second["metric"]["mean"]
-                             <= max(best["metric"]["std"], second["metric"]["std"])),
-        "gain_over_random_same_strategy_points":
-            (best["metric"]["mean"] - control["metric"]["mean"]) * 100 if control else None,
-        "gain_over_best_random_points":
-            (best["metric"]["mean"] - best_random) * 100 if best_random is not None else None,
-    }  # fmt: skip
+        "margin_points": (best["metric"]["mean"] - second["metric"]["mean"]) * 100
+        if second
+        else None,
+        "within_noise": bool(
+            second
+            and best["metric"]["mean"] - second["metric"]["mean"]
+            <= max(best["metric"]["std"], second["metric"]["std"])
+        ),
+        "gain_over_random_same_strategy_points": (
+            best["metric"]["mean"] - control["metric"]["mean"]
+        )
+        * 100
+        if control
+        else None,
+        "gain_over_best_random_points": (best["metric"]["mean"] - best_random) * 100
+        if best_random is not None
+        else None,
+    }
 
 
 # --- report -------------------------------------------------------------------
@@ -461,12 +491,18 @@ def task_table(rows: list[dict[str, Any]], task: str) -> str:
     header += ["s/epoch", "trainable params", "failed"]
     body = []
     for r in (r for r in rows if r["task"] == task):
-        line = [r["strategy"], r["init"], lr_cell(r), mean_std(r.get("metric")), min_max(r.get("metric"))]
+        line = [
+            r["strategy"],
+            r["init"],
+            lr_cell(r),
+            mean_std(r.get("metric")),
+            min_max(r.get("metric")),
+        ]
         if task == "classification":
             line.append(mean_std(r.get("macro_f1")))
         sec = r.get("seconds_per_epoch")
         line += [f"{sec['mean']:.1f}" if sec else None, params(r), f"{r['failed']}/{r['runs']}"]
-        body.append(line)  # fmt: skip
+        body.append(line)
     return table(header, body, "lll" + "r" * (len(header) - 3))
 
 
@@ -474,9 +510,7 @@ def verdict_text(v: dict[str, Any] | None, task: str, majority: float | None) ->
     if not v:
         return f"No {task} run finished."
     name = "accuracy" if task == "classification" else "mIoU"
-    text = (
-        f"**{task}: {v['winner']} wins** with val {name} {v['mean']:.3f} ± {v['std']:.3f}"
-    )
+    text = f"**{task}: {v['winner']} wins** with val {name} {v['mean']:.3f} ± {v['std']:.3f}"
     if v["runner_up"]:
         text += f", {v['margin_points']:.1f} points above {v['runner_up']}"
         if v["within_noise"]:
@@ -502,15 +536,18 @@ def report(rows: list[dict[str, Any]], settings: dict[str, Any], majority: float
             f"seeds {', '.join(map(str, s['seeds']))}; metric of the final epoch)"
         )
         parts.append(task_table(rows, task))
-        parts.append(verdict_text(verdict(rows, task), task, majority if task == "classification" else None))
+        parts.append(
+            verdict_text(verdict(rows, task), task, majority if task == "classification" else None)
+        )
         notes = {r["weights_note"] for r in rows if r["task"] == task and r.get("weights_note")}
         for note in notes:
             parts.append(f"Warning: pretrained weights did not fully load ({note}).")
     return "\n\n".join(parts) + "\n"
 
 
-def plot(rows: list[dict[str, Any]], tasks: list[str], path: Path) -> None:
-    """Metric per strategy, pretrained vs random, error bars = std over seeds."""
+def plot(rows: list[dict[str, Any]], tasks: list[str], path: Path, majority: float | None) -> None:
+    """Metric per strategy, pretrained vs random, error bars = std over seeds;
+    a dashed line at the majority-class accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -523,12 +560,21 @@ def plot(rows: list[dict[str, Any]], tasks: list[str], path: Path) -> None:
         for k, init in enumerate(INITS):
             means, stds = [], []
             for strategy in strategies:
-                row = next((r for r in rows if (r["task"], r["strategy"], r["init"]) == (task, strategy, init)), None)  # fmt: skip
+                row = next(
+                    (
+                        r
+                        for r in rows
+                        if (r["task"], r["strategy"], r["init"]) == (task, strategy, init)
+                    ),
+                    None,
+                )
                 metric = (row or {}).get("metric")
                 means.append(metric["mean"] if metric else 0.0)
                 stds.append(metric["std"] if metric else 0.0)
             xs = [i + (k - 0.5) * width for i in range(len(strategies))]
             ax.bar(xs, means, width, yerr=stds, capsize=3, label=init)
+        if task == "classification" and majority is not None:
+            ax.axhline(majority, color="grey", linestyle="--", linewidth=1, label="majority class")
         ax.set_xticks(range(len(strategies)), strategies, rotation=20)
         ax.set_ylabel("val accuracy" if task == "classification" else "val mIoU")
         ax.set_title(f"{task}: MobileNetV2, pretrained vs random")
@@ -550,17 +596,30 @@ def update_doc(doc: Path, text: str, begin: str = BEGIN, end: str = END) -> None
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("bench-strategies"), help="run folders and results")
-    parser.add_argument("--work", type=Path, default=realdata.default_cache(), help="dataset cache (outside the repo)")
-    parser.add_argument("--quick", action="store_true", help="tiny data, 2 epochs, one seed: checks the plumbing")
+    parser.add_argument(
+        "--out", type=Path, default=Path("bench-strategies"), help="run folders and results"
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=realdata.default_cache(),
+        help="dataset cache (outside the repo)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny data, 2 epochs, one seed: checks the plumbing"
+    )
     parser.add_argument("--only", choices=tuple(FULL), help="one task only")
     parser.add_argument("--strategies", help="comma list: only these strategies")
     parser.add_argument("--seeds", help="comma list of seeds instead of the default")
-    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2: one per core)")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="runs at a time (default 2: one per core)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per run (default 1)")
     parser.add_argument("--plot", type=Path, help="write the bar chart to this PNG")
-    parser.add_argument("--doc", type=Path, help="rewrite the tables between the markers of this file")
-    opts = parser.parse_args()  # fmt: skip
+    parser.add_argument(
+        "--doc", type=Path, help="rewrite the tables between the markers of this file"
+    )
+    opts = parser.parse_args()
 
     settings = json.loads(json.dumps(QUICK if opts.quick else FULL))
     if opts.only:
@@ -600,14 +659,21 @@ def main() -> int:
         "verdicts": {task: verdict(rows, task) for task in settings},
         "rows": rows,
         "runs": [
-            {"task": j.arm.task, "strategy": j.arm.strategy, "init": j.init, "seed": j.seed,
-             "run_dir": str(j.run_dir), "arm": asdict(j.arm), **j.result}
+            {
+                "task": j.arm.task,
+                "strategy": j.arm.strategy,
+                "init": j.init,
+                "seed": j.seed,
+                "run_dir": str(j.run_dir),
+                "arm": asdict(j.arm),
+                **j.result,
+            }
             for j in jobs
         ],
-    }  # fmt: skip
+    }
     (opts.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     if opts.plot:
-        plot(rows, list(settings), opts.plot)
+        plot(rows, list(settings), opts.plot, majority)
         print(f"plot: {opts.plot}")
     if opts.doc:
         update_doc(opts.doc, text)

@@ -31,7 +31,6 @@ refused, so the elpv images cannot end up in the repository by accident.
 from __future__ import annotations
 
 import argparse
-import csv
 import gzip
 import importlib.util
 import json
@@ -188,7 +187,8 @@ def elpv_folder(work: Path, n_train: int = 300, n_val: int = 200, store_size: in
             target = folder / split / label / Path(source).name
             target.parent.mkdir(parents=True, exist_ok=True)
             with Image.open(source) as im:
-                im.convert("L").resize((store_size, store_size), Image.BILINEAR).save(target)
+                small = im.convert("L").resize((store_size, store_size), Image.Resampling.BILINEAR)
+                small.save(target)
             counts[split][label] += 1
     (folder / "classes.txt").write_text("\n".join(ELPV_CLASSES) + "\n")
     (folder / "LICENSE-NOTE.txt").write_text(
@@ -215,7 +215,7 @@ def animal_silhouettes() -> tuple[np.ndarray, np.ndarray]:
 def smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     """Values in [0, 1]: random ``cells`` x ``cells`` noise upsampled bilinearly."""
     small = (rng.random((cells, cells)) * 255).astype(np.uint8)
-    big = Image.fromarray(small).resize((size, size), Image.BILINEAR)
+    big = Image.fromarray(small).resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(big, dtype=np.float32) / 255
 
 
@@ -239,7 +239,7 @@ def compose(
     for _ in range(int(rng.integers(1, 3))):
         silhouette, label = pool[int(rng.integers(len(pool)))]
         side = int(rng.integers(size * 4 // 10, size * 7 // 10))
-        sil = Image.fromarray(silhouette).resize((side, side), Image.BILINEAR)
+        sil = Image.fromarray(silhouette).resize((side, side), Image.Resampling.BILINEAR)
         shape = np.asarray(sil) > 127
         if rng.random() < 0.5:
             shape = shape[:, ::-1]

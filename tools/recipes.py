@@ -77,9 +77,22 @@ RECIPES = (
         "000: 4-group discriminative LRs x0.01/x0.1/x1/x10 of 1e-3, 3 warmup epochs then "
         "cosine, AdamW weight decay 1e-2",
         tuple(CLASSIFICATION),
-        ("--strategy", "discriminative", "--lr", "1e-3", "--optimizer", "adamw",
-         "-o", "multipliers=0.01,0.1,1,10", "-o", "schedule=warmup-cosine",
-         "-o", "warmup_epochs=3", "-o", "weight_decay=0.01"),  # fmt: skip
+        (
+            "--strategy",
+            "discriminative",
+            "--lr",
+            "1e-3",
+            "--optimizer",
+            "adamw",
+            "-o",
+            "multipliers=0.01,0.1,1,10",
+            "-o",
+            "schedule=warmup-cosine",
+            "-o",
+            "warmup_epochs=3",
+            "-o",
+            "weight_decay=0.01",
+        ),
         10,
         4,
     ),
@@ -103,8 +116,16 @@ RECIPES = (
         "001-layer4-1e-4-head-1e-3",
         "001: 'layer4' at 1e-4, head at 1e-3; the rest at 1e-8 stands in for frozen",
         tuple(CLASSIFICATION),
-        ("--strategy", "discriminative", "--lr", "1e-4", "-o", LAYER4_SPLIT,
-         "-o", "multipliers=0.0001,1,10"),  # fmt: skip
+        (
+            "--strategy",
+            "discriminative",
+            "--lr",
+            "1e-4",
+            "-o",
+            LAYER4_SPLIT,
+            "-o",
+            "multipliers=0.0001,1,10",
+        ),
         10,
         2,
     ),
@@ -154,12 +175,28 @@ RECIPES = (
         "004: from the baseline, ce+dice with automatic class weights, head 3e-6, then "
         "backbone 1.5e-7 and head 6e-7",
         tuple(FROM_BASELINE),
-        ("--strategy", "loss-switch", "--from", "{runs}/004-baseline", "--lr", "1e-5",
-         "-o", "stage1_epochs=3"),  # fmt: skip
+        (
+            "--strategy",
+            "loss-switch",
+            "--from",
+            "{runs}/004-baseline",
+            "--lr",
+            "1e-5",
+            "-o",
+            "stage1_epochs=3",
+        ),
         6,
         2,
-        ("--strategy", "loss-switch", "--from", "{runs}/004-baseline", "--lr", "1e-5",
-         "-o", "stage1_epochs=1"),  # fmt: skip
+        (
+            "--strategy",
+            "loss-switch",
+            "--from",
+            "{runs}/004-baseline",
+            "--lr",
+            "1e-5",
+            "-o",
+            "stage1_epochs=1",
+        ),
     ),
 )
 
@@ -183,7 +220,13 @@ def arguments(recipe: Recipe, quick: bool, values: dict[str, str]) -> list[str]:
 
 def shown(recipe: Recipe) -> str:
     """The recipe as a user types it, with $WEIGHTS, $ELPV and $ANIMALS."""
-    words = ["ftkit", "run", *arguments(recipe, False, PLACEHOLDERS), "--out", f"runs/{recipe.name}"]
+    words = [
+        "ftkit",
+        "run",
+        *arguments(recipe, False, PLACEHOLDERS),
+        "--out",
+        f"runs/{recipe.name}",
+    ]
     text = shlex.join(words)
     for value in PLACEHOLDERS.values():
         if value.startswith("$"):
@@ -200,7 +243,9 @@ def commands_block() -> str:
     return "```bash\n" + "\n".join(lines).rstrip() + "\n```\n"
 
 
-def run_recipe(recipe: Recipe, out: Path, values: dict[str, str], quick: bool, env: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+def run_recipe(
+    recipe: Recipe, out: Path, values: dict[str, str], quick: bool, env: dict[str, str]
+) -> dict[str, Any]:
     run_dir = out / recipe.name
     args = arguments(recipe, quick, values)
     if run_dir.exists():
@@ -216,11 +261,20 @@ def run_recipe(recipe: Recipe, out: Path, values: dict[str, str], quick: bool, e
     result = read_run(run_dir, task)
     summary = read_json(run_dir / "summary.json") or {}
     baseline = (summary.get("baseline") or {}).get("val_miou")
-    result.update(name=recipe.name, task=task, exit_code=code, wall_seconds=round(wall, 1),
-                  baseline_miou=baseline, diagnosis=summary.get("diagnosis"))  # fmt: skip
+    result.update(
+        name=recipe.name,
+        task=task,
+        exit_code=code,
+        wall_seconds=round(wall, 1),
+        baseline_miou=baseline,
+        diagnosis=summary.get("diagnosis"),
+    )
     metric = result.get("metric")
-    print(f"exit code {code}, metric {metric if metric is None else round(metric, 4)}, "
-          f"{wall:.0f} s; output in {log}", flush=True)  # fmt: skip
+    print(
+        f"exit code {code}, metric {metric if metric is None else round(metric, 4)}, "
+        f"{wall:.0f} s; output in {log}",
+        flush=True,
+    )
     return result
 
 
@@ -236,25 +290,52 @@ def results_table(results: list[dict[str, Any]], recipes: list[Recipe]) -> str:
                 metric += f" (from {r['baseline_miou']:.3f})"
             f1 = None
         sec = r.get("seconds_per_epoch")
-        rows.append([
-            recipe.name, metric, f1, r.get("epochs_run"),
-            f"{sec:.1f}" if sec is not None else None, f"{r['wall_seconds']:.0f}",
-            r["exit_code"] if not r.get("diagnosis") else f"{r['exit_code']} ({r['diagnosis']})",
-        ])  # fmt: skip
-    header = ["recipe", "val metric (final epoch)", "macro-F1", "epochs", "s/epoch", "wall s", "exit"]
+        rows.append(
+            [
+                recipe.name,
+                metric,
+                f1,
+                r.get("epochs_run"),
+                f"{sec:.1f}" if sec is not None else None,
+                f"{r['wall_seconds']:.0f}",
+                r["exit_code"]
+                if not r.get("diagnosis")
+                else f"{r['exit_code']} ({r['diagnosis']})",
+            ]
+        )
+    header = [
+        "recipe",
+        "val metric (final epoch)",
+        "macro-F1",
+        "epochs",
+        "s/epoch",
+        "wall s",
+        "exit",
+    ]
     return table(header, rows, "lrrrrrl")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("recipes-runs"), help="run folders and results")
-    parser.add_argument("--work", type=Path, default=realdata.default_cache(), help="dataset cache (outside the repo)")
-    parser.add_argument("--quick", action="store_true", help="tiny data, 2-4 epochs: checks each command")
+    parser.add_argument(
+        "--out", type=Path, default=Path("recipes-runs"), help="run folders and results"
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=realdata.default_cache(),
+        help="dataset cache (outside the repo)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny data, 2-4 epochs: checks each command"
+    )
     parser.add_argument("--only", help="comma list of recipe names")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per run (default 2)")
     parser.add_argument("--doc", type=Path, help="rewrite the commands and table in this file")
-    parser.add_argument("--commands-only", action="store_true", help="with --doc: only rewrite the commands")
-    opts = parser.parse_args()  # fmt: skip
+    parser.add_argument(
+        "--commands-only", action="store_true", help="with --doc: only rewrite the commands"
+    )
+    opts = parser.parse_args()
 
     if opts.doc and opts.commands_only:
         update_doc(opts.doc, commands_block(), CMD_BEGIN, CMD_END)
@@ -266,8 +347,12 @@ def main() -> int:
     else:
         elpv = realdata.elpv_folder(opts.work, 300, 200)
         animals = realdata.animal_seg_folder(opts.work, 300, 100, 64)
-    values = {"weights": str(realdata.mobilenet_weights()), "elpv": str(elpv),
-              "animals": str(animals), "runs": str(opts.out)}  # fmt: skip
+    values = {
+        "weights": str(realdata.mobilenet_weights()),
+        "elpv": str(elpv),
+        "animals": str(animals),
+        "runs": str(opts.out),
+    }
     wanted = set(opts.only.split(",")) if opts.only else None
     recipes = [r for r in RECIPES if wanted is None or r.name in wanted]
     threads = str(opts.threads)
@@ -285,9 +370,19 @@ def main() -> int:
     )
     print("\n" + text)
     (opts.out / "recipes.md").write_text(text)
-    (opts.out / "recipes.json").write_text(json.dumps(
-        {"quick": opts.quick, "threads": opts.threads, "data": values, "total_wall_seconds": round(total, 1),
-         "results": results}, indent=1) + "\n")  # fmt: skip
+    (opts.out / "recipes.json").write_text(
+        json.dumps(
+            {
+                "quick": opts.quick,
+                "threads": opts.threads,
+                "data": values,
+                "total_wall_seconds": round(total, 1),
+                "results": results,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     if opts.doc:
         update_doc(opts.doc, commands_block(), CMD_BEGIN, CMD_END)
         update_doc(opts.doc, text, BEGIN, END)

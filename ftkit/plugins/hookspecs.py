@@ -49,10 +49,15 @@ def ftkit_register_strategies(register: Callable[..., None]) -> None:
 def ftkit_register_models(register: Callable[..., None]) -> None:
     """Register model families by the prefix of a model spec.
 
-    Call ``register(prefix, builder)``; ``--model PREFIX:REST`` then calls
-    ``builder(rest, num_classes=N, task=TASK)`` which returns a
-    ``torch.nn.Module`` with randomly initialised weights (ftkit never
-    downloads weights). Built-ins: ``tv`` (torchvision), ``timm`` and ``smp``
+    Call ``register(ftkit.ModelFamily(prefix, build, named_weights,
+    preprocessing, convert))``; ``--model PREFIX:REST`` then calls
+    ``build(rest, num_classes=N, task=TASK)``, which returns a
+    ``torch.nn.Module`` with randomly initialised weights. The optional
+    callables let ``--weights NAME`` (``imagenet``, a library's own names)
+    come from the library's cache, give the weights' normalisation and input
+    size, and convert foreign checkpoint keys; see ``ftkit.models.family``.
+    ``register(prefix, build)`` still works for a family without pretrained
+    weights. Built-ins: ``tv`` (torchvision), ``timm`` and ``smp``
     (segmentation-models-pytorch, ``smp:ARCH:ENCODER``).
     """
 
