@@ -184,14 +184,13 @@ def common_name(params: Iterable[str], everything: Iterable[str] = ()) -> str:
     def paths(names: list[str]) -> list[str]:
         split = [n.split(".") for n in names]
         shared: list[str] = []
-        for pieces in zip(*split, strict=False):
-            if len(set(pieces)) > 1:
+        for column in zip(*split, strict=False):
+            if len(set(column)) > 1:
                 break
-            shared.append(pieces[0])
+            shared.append(column[0])
         prefix = ".".join(shared[:-1] if len(names) == 1 else shared)
-        if prefix and set(n for n in every if n.startswith(prefix + ".") or n == prefix) <= set(
-            names
-        ):
+        under = {n for n in every if n == prefix or n.startswith(prefix + ".")}
+        if prefix and under <= set(names):  # the whole module
             return [prefix]
         if len(names) == 1:
             return names

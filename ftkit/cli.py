@@ -29,7 +29,6 @@ from ftkit.errors import FtkitError, UsageError
 from ftkit.options import parse_assignments
 from ftkit.plugins.manager import Plugins
 
-
 # What eval needs: the model, the data and how to read it, and where to compute. The
 # run's own config.toml supplies the rest (strategy, loss).
 EVAL_OPTIONS = (

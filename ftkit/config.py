@@ -109,11 +109,19 @@ class Config:
     batch_size: int = opt(8, "images per step", check=_at_least_one)
     optimizer: str = opt("adamw", "optimizer", choices=("adamw", "sgd"))
     loss: str | None = opt(
-        None, "loss, e.g. ce, ce+dice, 0.7*ce+0.3*dice [default: the strategy's, else ce]"
+        None,
+        "loss, e.g. ce, ce+dice, 0.7*ce+0.3*dice, tversky(alpha=0.3,beta=0.7) "
+        "[default: the strategy's, else ce]",
     )
-    class_weights: str | None = opt(None, "auto | inverse | median | FILE | comma list")
+    class_weights: str | None = opt(
+        None,
+        "auto | inverse | median | FILE | comma list; for losses that take them (all "
+        "built-ins but lovasz; in a sum, the terms that take them)",
+    )
     label_smoothing: float = opt(
-        0.0, "label smoothing in [0, 1), for losses that take it (ce)", check=_fraction
+        0.0,
+        "label smoothing in [0, 1), for losses that take it (ce; in a sum, its ce term)",
+        check=_fraction,
     )
     accumulate: int = opt(1, "gradient accumulation steps", check=_at_least_one)
     amp: str = opt("off", "mixed precision", choices=("off", "bf16", "fp16"))
@@ -170,9 +178,9 @@ class Config:
         # A dataset folder by its absolute path, so a run directory names the same
         # data from any working directory (eval, --resume). Missing folders keep
         # the user's spelling for the error that follows.
-        if isinstance(self.data, str) and not self.data.startswith("builtin:"):
-            if Path(self.data).is_dir():
-                object.__setattr__(self, "data", os.path.abspath(self.data))
+        data = self.data
+        if isinstance(data, str) and not data.startswith("builtin:") and Path(data).is_dir():
+            object.__setattr__(self, "data", os.path.abspath(data))
 
     @property
     def model_spec(self) -> str:
@@ -259,8 +267,7 @@ def check_output_file(path: str, what: str, suffixes: tuple[str, ...]) -> None:
     suffix = Path(path).suffix.lower()
     if suffix not in suffixes:
         raise UsageError(
-            f"{what} '{path}': unknown file type '{suffix or '(none)'}'; "
-            f"use {', '.join(suffixes)}"
+            f"{what} '{path}': unknown file type '{suffix or '(none)'}'; use {', '.join(suffixes)}"
         )
     folder = Path(path).parent
     if not folder.is_dir():

@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterator
 
 from ftkit.anatomy import Anatomy
-from ftkit.plan import Plan, ParamGroup, Stage
+from ftkit.plan import ParamGroup, Plan, Stage
 from ftkit.report import fmt_lr
 
 # AdamW-style optimizers; (low, high, what it is)

@@ -274,7 +274,9 @@ def check_loss_spec(
             subject = f"loss '{spec}' does not" if len(terms) == 1 else f"no term of '{spec}' can"
             raise UsageError(
                 f"{flag}: {subject} take {what}; use {', '.join(able)} or a sum like "
-                f"{able[0]}+{terms[0].name}" if able else f"{flag}: no loss takes {what}"
+                f"{able[0]}+{spec}"
+                if able
+                else f"{flag}: no loss takes {what}"
             )
         if ignore:
             notes.append(

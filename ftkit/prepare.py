@@ -41,7 +41,7 @@ class Prepared:
         """Where the weights come from and what images they want, for people."""
         pre = self.preprocessing
         size = f"{self.config.image_size} px" + (
-            f" (the weights' input size)" if pre.input_size == self.config.image_size else ""
+            " (the weights' input size)" if pre.input_size == self.config.image_size else ""
         )
         return [
             self.weights.line() if self.weights else "weights: random initialisation",
@@ -140,10 +140,13 @@ def check_loss(
     from ftkit.losses import check_loss_spec, parse_loss_terms, takes
 
     terms = parse_loss_terms(spec, plugins.losses.names())
-    if class_weights and not config.class_weights:
-        # The strategy's default weights are dropped, not refused, for a loss taking none.
-        if not any(takes(plugins.losses.get(t.name), "class_weights") for t in terms):
-            class_weights = None
+    # The strategy's default weights are dropped, not refused, for a loss taking none.
+    if (
+        class_weights
+        and not config.class_weights
+        and not any(takes(plugins.losses.get(t.name), "class_weights") for t in terms)
+    ):
+        class_weights = None
     notes = check_loss_spec(
         spec,
         plugins.losses,
@@ -190,7 +193,7 @@ def open_data(config: Config, plugins: Plugins, num_classes: int | None = None) 
         config.data,
         config.task,
         plugins.datasets,
-        image_size=config.image_size,
+        image_size=config.image_size or DEFAULT_IMAGE_SIZE,
         num_samples=config.num_samples,
         seed=config.seed,
         augment=config.augment,
@@ -221,6 +224,7 @@ def input_size_problem(model: nn.Module, config: Config) -> str | None:
 
 def fixed_input_size(model: nn.Module) -> tuple[int, int] | None:
     """(height, width) the model requires, or None when it takes any size."""
+    module: Any
     for module in model.modules():
         kind = type(module)
         # torchvision's ViT asserts its image_size in every forward

@@ -20,9 +20,7 @@ def fmt_lr(lr: float) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
-def plan_table(
-    plan: Plan, anatomy: Anatomy, config: Config, start: Sequence[str] = ()
-) -> str:
+def plan_table(plan: Plan, anatomy: Anatomy, config: Config, start: Sequence[str] = ()) -> str:
     """The plan as a table; ``start`` lines say what the weights are and want."""
     total = sum(anatomy.sizes.values())
     lines = [

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import one_line_error
 from segmentation_models_pytorch.losses import DiceLoss, TverskyLoss
 
 from ftkit.config import Config, build_config, load_file, option_fields
@@ -17,7 +18,6 @@ from ftkit.engine.summary import rare_classes
 from ftkit.errors import UsageError
 from ftkit.losses import build_loss, ftkit_register_losses
 from ftkit.registry import Registry
-from conftest import one_line_error
 
 SMALL = ["--image-size", "32", "--num-samples", "16", "--strategy", "full"]
 TINY = [*SMALL, "--batch-size", "4", "--epochs", "1"]
@@ -73,15 +73,16 @@ def test_a_loss_refuses_an_option_it_ignores(ftkit, loss, option, flag):
         ("focal", True, 0.0),
     ],
 )
-def test_an_option_a_loss_accepts_changes_its_value(
-    registry, name, class_weights, label_smoothing
-):
+def test_an_option_a_loss_accepts_changes_its_value(registry, name, class_weights, label_smoothing):
     from ftkit.losses import check_loss_spec
 
     logits, target = seg_batch()
-    assert check_loss_spec(
-        name, registry, task="segmentation", class_weights=True, label_smoothing=label_smoothing
-    ) == []
+    assert (
+        check_loss_spec(
+            name, registry, task="segmentation", class_weights=True, label_smoothing=label_smoothing
+        )
+        == []
+    )
     plain = build_loss(name, registry, **SEG)(logits, target)
     weighted = build_loss(name, registry, **SEG, class_weights=[1.0, 50.0, 1.0])(logits, target)
     assert not torch.allclose(plain, weighted)

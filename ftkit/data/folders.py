@@ -335,9 +335,9 @@ def _classification(
     splits_present = _has_splits(root)
     folders_to_check = [root / split for split in SPLITS] if splits_present else [root]
     if any(_segmentation_folders(folder) for folder in folders_to_check):
-        where = " in train/ and val/" if splits_present else ""
+        inside = " in train/ and val/" if splits_present else ""
         raise UsageError(
-            f"'{root}' looks like a segmentation dataset (images/ and masks/{where}); "
+            f"'{root}' looks like a segmentation dataset (images/ and masks/{inside}); "
             f"use --task segmentation, or give one folder of images per class"
         )
     if splits_present:
@@ -472,10 +472,10 @@ def to_rgb(im: Image.Image, path: Path) -> torch.Tensor:
             )
         grey = (values.astype(np.int64) * 255 + 32767) // 65535  # rounds v * 255 / 65535
     elif mode == "F":
-        low, high = float(values.min()), float(values.max())
-        if not (0.0 <= low and high <= 1.0):  # also catches NaN
+        lo, hi = float(values.min()), float(values.max())
+        if not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
             raise UsageError(
-                f"image '{path}' has mode F (float) with values {low:g}..{high:g}; expected "
+                f"image '{path}' has mode F (float) with values {lo:g}..{hi:g}; expected "
                 f"floats in [0, 1], or an 8- or 16-bit image"
             )
         grey = np.rint(values.astype(np.float64) * 255)
