@@ -4,6 +4,7 @@ both ``ftkit plan`` and ``ftkit run`` take."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftkit.anatomy import Anatomy, anatomy_of
@@ -75,6 +76,12 @@ def resolve_strategy(config: Config, plugins: Plugins) -> tuple[Strategy, dict[s
             f"strategy '{strategy.name}' needs --from CHECKPOINT "
             f"(the converged baseline to start from)"
         )
+    from ftkit.models.weights import looks_like_file
+
+    weights_file = config.weights if config.weights and looks_like_file(config.weights) else None
+    for flag, path in (("--from", config.start_from), ("--weights", weights_file)):
+        if path and not Path(path).exists():
+            raise UsageError(f"{flag} '{path}' not found")
     return strategy, options
 
 

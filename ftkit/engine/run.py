@@ -226,7 +226,7 @@ def train(
             UNSAVED[:] = [(run_dir, run_dir.exists())]
             (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             (run_dir / "config.toml").write_text(config.to_toml())
-            plan_json = json.dumps(prepared.plan.to_json(), indent=2)
+            plan_json = json.dumps({**prepared.plan.to_json(), **prepared.start_json()}, indent=2)
             (run_dir / "plan.json").write_text(plan_json + "\n")
         run_dir = Path(world.from_main(str(run_dir)))
         for note in notes:
