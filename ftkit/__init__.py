@@ -1,13 +1,43 @@
 """ftkit: fine-tuning strategies for PyTorch vision models.
 
-Importing ftkit stays cheap (no torch): plugin authors need only
-``ftkit.hookimpl``, ``ftkit.Strategy`` and ``ftkit.ModelFamily``.
+The public facade for plugin authors: the hook marker and one typed object per
+registration hook. Importing ftkit stays cheap (no torch).
 """
 
-from ftkit.models.family import ModelFamily
+from ftkit.anatomy import Anatomy, AnatomyProvider, Layer
+from ftkit.data import DataSplits
+from ftkit.data.builtin import Dataset
+from ftkit.engine.lifecycle import Run  # torch-free: what lifecycle hooks get
+from ftkit.errors import PluginError, UsageError
+from ftkit.losses import Loss
+from ftkit.models.family import ModelFamily, NamedWeights, Preprocessing
+from ftkit.optimizers import Optimizer
 from ftkit.options import Option
-from ftkit.plugins.manager import hookimpl
-from ftkit.strategy import Strategy
+from ftkit.plugins.hookspecs import hookimpl
+from ftkit.strategy import GroupSpec, PlanRequest, StageSpec, Strategy
+from ftkit.tasks import Task
 
 __version__ = "0.1.0"
-__all__ = ["ModelFamily", "Option", "Strategy", "__version__", "hookimpl"]
+__all__ = [
+    "Anatomy",
+    "AnatomyProvider",
+    "DataSplits",
+    "Dataset",
+    "GroupSpec",
+    "Layer",
+    "Loss",
+    "ModelFamily",
+    "NamedWeights",
+    "Option",
+    "Optimizer",
+    "PlanRequest",
+    "PluginError",
+    "Preprocessing",
+    "Run",
+    "StageSpec",
+    "Strategy",
+    "Task",
+    "UsageError",
+    "__version__",
+    "hookimpl",
+]

@@ -68,6 +68,15 @@ def run_options(
             decl = [f"{flag}/--no-{flag[2:]}", f.name]
             command = click.option(*decl, default=None, envvar=envvar, help=help_text)(command)
         else:
+            off = f.metadata.get("off")
+            if off is not None:  # a former boolean's switch, kept: --no-augment
+                command = click.option(
+                    f"--no-{flag[2:]}",
+                    f.name,
+                    flag_value=off,
+                    default=None,
+                    help=f"same as {flag} {off}",
+                )(command)
             ctype = {int: click.INT, float: click.FLOAT}.get(kind, click.STRING)
             if f.metadata.get("choices"):
                 ctype = click.Choice(f.metadata["choices"])
@@ -179,12 +188,16 @@ def plan(config_file, assignments, plugin_modules, as_json, plot, **values):
 
 
 def _steps_per_epoch(prepared: Any, plugins: Plugins) -> int:
+    """What the run will take: one process, as ``ftkit run`` without torchrun."""
+    from ftkit.plan import steps_per_epoch
+
     data = prepared.data
     if data is None:
         from ftkit.prepare import open_data
 
         data = open_data(prepared.config, plugins, prepared.num_classes)
-    return max(1, len(data.train) // prepared.config.batch_size)
+    config = prepared.config
+    return steps_per_epoch(len(data.train), config.batch_size, config.accumulate)
 
 
 @cli.command()
@@ -355,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"ftkit: error: {_click_message(exc)}", err=True)
         sys.exit(2)
     except FtkitError as exc:
-        click.echo(f"ftkit: {'stopped' if exc.exit_code == 3 else 'error'}: {exc}", err=True)
+        click.echo(f"ftkit: error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

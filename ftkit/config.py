@@ -19,9 +19,10 @@ from typing import Any
 
 import tomllib
 
+from ftkit.data import augment as augment_spec
 from ftkit.errors import UsageError, did_you_mean
 
-TASKS = ("segmentation", "classification")
+# By a task's targets: a plugin's task gets the default of the labels it uses.
 DEFAULT_MODELS = {"segmentation": "smp:unet:resnet18", "classification": "tv:resnet18"}
 DEFAULT_IMAGE_SIZE = 64
 DATA_FINGERPRINT = "data_fingerprint"  # a config.toml key, written by to_toml
@@ -67,18 +68,33 @@ def opt(
     choices: tuple[str, ...] | None = None,
     trains: bool = True,
     flag: str | None = None,
+    parse: Any = None,
+    off: str | None = None,
 ) -> Any:
     """A field that is also a CLI option. ``trains=False`` marks options that
-    do not change the training (a resume may change those)."""
+    do not change the training (a resume may change those). ``parse`` turns a
+    raw value into the field's own (ValueError for bad input); ``off`` is the
+    value ``--no-NAME`` stands for."""
     return field(
         default=default,
-        metadata={"help": help, "check": check, "choices": choices, "trains": trains, "flag": flag},
+        metadata={
+            "help": help,
+            "check": check,
+            "choices": choices,
+            "trains": trains,
+            "flag": flag,
+            "parse": parse,
+            "off": off,
+        },
     )
 
 
 @dataclass(frozen=True)
 class Config:
-    task: str = opt("segmentation", "what the model predicts", choices=TASKS)
+    # Checked against the task registry once plugins are loaded (a plugin may add tasks).
+    task: str = opt(
+        "segmentation", "what the model predicts: segmentation, classification or a plugin's task"
+    )
     model: str | None = opt(
         None,
         "model spec: smp:ARCH:ENCODER, tv:NAME or timm:NAME "
@@ -100,14 +116,29 @@ class Config:
         check=_at_least_one,
     )
     num_samples: int = opt(384, "samples of a built-in dataset (train + val)", check=_at_least_one)
-    augment: bool = opt(True, "random flips on the training set")
+    # Kept in canonical form (presets expanded): config.toml records the exact pipeline.
+    augment: str = opt("flip", augment_spec.HELP, parse=augment_spec.canonical, off="none")
+    mixup: float | None = opt(
+        None,
+        "MixUp alpha, e.g. 0.2: blends pairs of training images and their labels "
+        "(classification; needs a loss that takes soft targets, ce)",
+        check=_positive,
+    )
+    cutmix: float | None = opt(
+        None,
+        "CutMix alpha, e.g. 1.0: pastes a box of one training image into another, labels "
+        "by area; with --mixup, each batch gets one of the two at random",
+        check=_positive,
+    )
     strategy: str = opt("two-stage", "fine-tuning strategy (see 'ftkit strategies')")
     lr: float = opt(
         1e-3, "base learning rate; strategies derive every group's LR from it", check=_lr
     )
     epochs: int = opt(8, "epochs in total, over all stages", check=_at_least_one)
     batch_size: int = opt(8, "images per step", check=_at_least_one)
-    optimizer: str = opt("adamw", "optimizer", choices=("adamw", "sgd"))
+    optimizer: str = opt(
+        "adamw", "optimizer: adamw, sgd, a plugin's, or any of timm's (lamb, adabelief, ...)"
+    )
     loss: str | None = opt(
         None,
         "loss, e.g. ce, ce+dice, 0.7*ce+0.3*dice, tversky(alpha=0.3,beta=0.7) "
@@ -181,6 +212,10 @@ class Config:
         data = self.data
         if isinstance(data, str) and not data.startswith("builtin:") and Path(data).is_dir():
             object.__setattr__(self, "data", os.path.abspath(data))
+        try:  # also for Config(...) and replace(): the old booleans included
+            object.__setattr__(self, "augment", augment_spec.canonical(self.augment))
+        except ValueError as exc:
+            raise UsageError(f"--augment: {exc}") from None
 
     @property
     def model_spec(self) -> str:
@@ -316,6 +351,12 @@ def check_value(f: Any, value: Any, where: str) -> Any:
     kind = field_type(f)
     if value is None:
         return None
+    parse = f.metadata.get("parse")
+    if parse:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise UsageError(f"{flag}: {exc}") from None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind is bool and isinstance(value, str):

@@ -1,4 +1,4 @@
-"""The errors ftkit turns into exit codes: 2 for bad input, 3 for a guard stop.
+"""The errors ftkit turns into exit codes: 2 for bad input.
 
 Anything a user can get wrong raises ``UsageError`` with one line that names
 the culprit and says what is expected; the CLI prints that line and exits 2.
@@ -22,12 +22,6 @@ class UsageError(FtkitError):
 
 class PluginError(UsageError):
     """A plugin that cannot be loaded or that clashes with another."""
-
-
-class GuardStop(FtkitError):
-    """A guard stopped training (baseline guard, non-finite gradients)."""
-
-    exit_code = 3
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:

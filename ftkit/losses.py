@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ftkit.errors import UsageError, did_you_mean, unknown
-from ftkit.plugins.manager import hookimpl
+from ftkit.plugins.hookspecs import hookimpl
 
 LossFn = Callable[[Any, Any], Any]
 
@@ -26,17 +26,37 @@ AUTO_MAX_WEIGHT = 10.0
 _LOSS_EXAMPLES = "expected e.g. ce, ce+dice or 0.7*ce+0.3*dice"
 
 
+@dataclass(frozen=True)
+class Loss:
+    """``--loss NAME``: ``factory(task=, num_classes=, class_weights=,
+    ignore_index=, label_smoothing=)`` returns ``loss(logits, target)``. The
+    factory's optional ``takes``, ``params`` and ``segmentation_only``
+    attributes say what it honours (see ``ftkit_register_losses``)."""
+
+    name: str
+    factory: Callable[..., LossFn]
+
+
 @hookimpl
-def ftkit_register_losses(register: Callable[..., None]) -> None:
-    register("ce", cross_entropy)
-    register("dice", SmpLossFactory("dice", "DiceLoss"))
+def ftkit_register_losses(register: Callable[[Loss], None]) -> None:
+    register(Loss("ce", cross_entropy))
+    register(Loss("dice", SmpLossFactory("dice", "DiceLoss")))
     register(
-        "focal",
-        SmpLossFactory("focal", "FocalLoss", segmentation_only=False, params=("alpha", "gamma")),
+        Loss(
+            "focal",
+            SmpLossFactory(
+                "focal", "FocalLoss", segmentation_only=False, params=("alpha", "gamma")
+            ),
+        )
     )
-    register("lovasz", SmpLossFactory("lovasz", "LovaszLoss"))
-    register("jaccard", SmpLossFactory("jaccard", "JaccardLoss"))
-    register("tversky", SmpLossFactory("tversky", "TverskyLoss", params=("alpha", "beta", "gamma")))
+    register(Loss("lovasz", SmpLossFactory("lovasz", "LovaszLoss")))
+    register(Loss("jaccard", SmpLossFactory("jaccard", "JaccardLoss")))
+    register(
+        Loss(
+            "tversky",
+            SmpLossFactory("tversky", "TverskyLoss", params=("alpha", "beta", "gamma")),
+        )
+    )
 
 
 # What a loss factory honours of the run's options. A factory says so in its ``takes``
@@ -45,8 +65,13 @@ RUN_OPTIONS = {"class_weights": "--class-weights", "label_smoothing": "--label-s
 _READABLE = {"class_weights": "class weights", "label_smoothing": "label smoothing"}
 
 
+def factory_of(loss: Any) -> Any:
+    """The factory of a registered ``Loss`` (a bare factory passes through)."""
+    return loss.factory if isinstance(loss, Loss) else loss
+
+
 def takes(factory: Any, option: str) -> bool:
-    declared = getattr(factory, "takes", None)
+    declared = getattr(factory_of(factory), "takes", None)
     return declared is None or option in declared
 
 
@@ -76,6 +101,13 @@ def cross_entropy(
 
 
 cross_entropy.takes = frozenset(RUN_OPTIONS)  # type: ignore[attr-defined]
+# PyTorch's cross-entropy takes class probabilities (MixUp/CutMix) as well as indices.
+cross_entropy.soft_targets = True  # type: ignore[attr-defined]
+
+
+def takes_soft_targets(factory: Any) -> bool:
+    """True when a loss declares ``soft_targets``: (N, C) probabilities as targets."""
+    return bool(getattr(factory_of(factory), "soft_targets", False))
 
 
 class _CrossEntropy:
@@ -245,7 +277,7 @@ def check_loss_spec(
     """
     terms = parse_loss_terms(spec, registry.names())
     for term in terms:
-        factory = registry.get(term.name)
+        factory = factory_of(registry.get(term.name))
         allowed = tuple(getattr(factory, "params", ()))
         for key, value in term.params.items():
             if key not in allowed:
@@ -314,7 +346,7 @@ def build_loss(spec: str, registry: Any, **factory_kwargs: Any) -> WeightedLoss:
     terms = parse_loss_terms(spec, registry.names())
     built = []
     for term in terms:
-        factory = registry.get(term.name)
+        factory = factory_of(registry.get(term.name))
         kwargs = dict(factory_kwargs)
         # Only what the loss honours reaches it: a term of a sum that ignores an option
         # gets none of it (check_loss_spec refuses an option no term honours).

@@ -70,21 +70,15 @@ class Plan:
             stages.append(data)
         return {"strategy": self.strategy, "stages": stages, "warnings": list(self.warnings)}
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Plan:
-        stages = tuple(
-            Stage(
-                **{
-                    **s,
-                    "frozen": tuple(s["frozen"]),
-                    "groups": tuple(
-                        ParamGroup(**{**g, "params": tuple(g["params"])}) for g in s["groups"]
-                    ),
-                }
-            )
-            for s in data["stages"]
-        )
-        return cls(data["strategy"], stages, tuple(data.get("warnings", ())))
+
+def steps_per_epoch(
+    train_size: int, batch_size: int, accumulate: int = 1, world_size: int = 1
+) -> int:
+    """Optimizer steps in an epoch: the schedule's clock, the same for ``ftkit
+    run`` and ``plan --plot``. Each of ``world_size`` ranks takes an equal share
+    of the shuffled split, in whole batches of ``batch_size``; ``accumulate``
+    batches make one step, and an epoch's trailing partial ones are dropped."""
+    return train_size // world_size // batch_size // accumulate
 
 
 def make_plan(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftkit.anatomy import Anatomy, anatomy_of
-from ftkit.config import DEFAULT_IMAGE_SIZE, Config
+from ftkit.config import DEFAULT_IMAGE_SIZE, DEFAULT_MODELS, Config
 from ftkit.errors import UsageError
 from ftkit.models.family import Preprocessing
 from ftkit.options import resolve_options
@@ -90,11 +90,15 @@ def prepare(config: Config, plugins: Plugins, *, load_weights: bool = True) -> P
     evaluation loads its own); the plan is the same either way."""
     from ftkit.models import build_model, load_start_weights, preprocessing
 
+    task = plugins.tasks.get(config.task)
+    if config.model is None and config.task not in DEFAULT_MODELS:
+        # A plugin's task: the default model of the labels it uses.
+        config = replace(config, model=DEFAULT_MODELS[task.targets])
     strategy, options = resolve_strategy(config, plugins)
     pre = preprocessing(config, plugins)
     if config.image_size is None:
         # A classifier's pretrained weights say what input size they were trained at.
-        size = pre.input_size if config.weights and config.task == "classification" else None
+        size = pre.input_size if config.weights and task.targets == "classification" else None
         config = replace(config, image_size=size or DEFAULT_IMAGE_SIZE)
     loss = config.loss or strategy.default_loss or "ce"
     class_weights = config.class_weights or strategy.default_class_weights
@@ -107,7 +111,7 @@ def prepare(config: Config, plugins: Plugins, *, load_weights: bool = True) -> P
 
         parse_class_weights(class_weights, num_classes)
     model = build_model(
-        config.model_spec, num_classes=num_classes, task=config.task, plugins=plugins
+        config.model_spec, num_classes=num_classes, task=task.targets, plugins=plugins
     )
     anatomy = anatomy_of(model, [entry.value for entry in plugins.anatomies])
     report = load_start_weights(config, plugins, model, anatomy) if load_weights else None
@@ -146,7 +150,20 @@ def check_loss(
     or an option the loss cannot honour (see ``ftkit.losses.check_loss_spec``)."""
     from ftkit.losses import check_loss_spec, parse_loss_terms, takes
 
+    targets = plugins.tasks.get(config.task).targets
     terms = parse_loss_terms(spec, plugins.losses.names())
+    if config.mixup or config.cutmix:
+        from ftkit.data.augment import check_mixing
+        from ftkit.losses import takes_soft_targets
+
+        check_mixing(targets, config.mixup, config.cutmix)
+        hard = [t.name for t in terms if not takes_soft_targets(plugins.losses.get(t.name))]
+        if hard:
+            given = "--mixup" if config.mixup else "--cutmix"
+            raise UsageError(
+                f"{given} makes class probabilities the targets; loss '{hard[0]}' "
+                "takes class indices only (use ce)"
+            )
     # The strategy's default weights are dropped, not refused, for a loss taking none.
     if (
         class_weights
@@ -157,7 +174,7 @@ def check_loss(
     notes = check_loss_spec(
         spec,
         plugins.losses,
-        task=config.task,
+        task=targets,
         class_weights=bool(class_weights),
         label_smoothing=config.label_smoothing,
     )
@@ -170,12 +187,12 @@ def prepare_run(config: Config, plugins: Plugins, *, load_weights: bool = True) 
     from ftkit.config import check_output_dir
     from ftkit.engine.distributed import pick_device
     from ftkit.errors import unknown
-    from ftkit.tasks import TASKS
 
     if config.out:
         check_output_dir(config.out, "--out")
     pick_device(config.device)
-    task = TASKS[config.task]
+    task = plugins.tasks.get(config.task)
+    plugins.optimizers.get(config.optimizer)  # an unknown name fails here, before any work
     monitor = config.monitor or task.monitor
     if monitor not in task.monitors:
         raise unknown("--monitor metric", monitor, task.monitors)
@@ -198,13 +215,15 @@ def open_data(config: Config, plugins: Plugins, num_classes: int | None = None) 
 
     return load_data(
         config.data,
-        config.task,
+        plugins.tasks.get(config.task).targets,
         plugins.datasets,
         image_size=config.image_size or DEFAULT_IMAGE_SIZE,
         num_samples=config.num_samples,
         seed=config.seed,
         augment=config.augment,
         num_classes=num_classes,
+        mixup=config.mixup,
+        cutmix=config.cutmix,
     )
 
 
@@ -212,7 +231,14 @@ def model_data(prepared: Prepared, plugins: Plugins) -> DataSplits:
     """The data with the weights' normalisation, opened once."""
     data = prepared.data or open_data(prepared.config, plugins, prepared.num_classes)
     pre = prepared.preprocessing
-    return data.with_transforms(augment=prepared.config.augment, mean=pre.mean, std=pre.std)
+    config = prepared.config
+    return data.with_transforms(
+        augment=config.augment,
+        mean=pre.mean,
+        std=pre.std,
+        mixup=config.mixup,
+        cutmix=config.cutmix,
+    )
 
 
 def input_size_problem(model: nn.Module, config: Config) -> str | None:

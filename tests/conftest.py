@@ -14,7 +14,7 @@ import pytest
 os.environ["FTKIT_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 os.environ.pop("FTKIT_PLUGINS", None)
 ROOT = Path(__file__).resolve().parent.parent
-# What every run directory holds, as DESIGN.md promises.
+# What every run directory holds (docs/architecture.md, the run directory).
 RUN_FILES = ["checkpoints", "config.toml", "metrics.jsonl", "plan.json", "summary.json", "tb"]
 
 

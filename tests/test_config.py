@@ -21,7 +21,7 @@ from ftkit.errors import UsageError
         (["--epochs", "0"], "--epochs: must be at least 1, got 0"),
         (["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
         (["--lr", "fast"], "'fast' is not a valid float"),
-        (["--task", "detection"], "'detection' is not one of 'segmentation', 'classification'"),
+        (["--task", "detection"], "unknown task 'detection'"),
         (["-o", "lr_scale"], "-o/--set expects KEY=VALUE, got 'lr_scale'"),
     ],
 )

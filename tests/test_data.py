@@ -11,6 +11,7 @@ from PIL import Image
 
 import ftkit.data.builtin
 from ftkit.data import DataSplits, load_data
+from ftkit.data.builtin import Dataset
 from ftkit.data.shapes import shapes_splits, write_shapes
 from ftkit.errors import UsageError
 from ftkit.registry import Registry
@@ -21,7 +22,7 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 @pytest.fixture
 def registry() -> Registry:
     reg: Registry = Registry("dataset")
-    ftkit.data.builtin.ftkit_register_datasets(register=lambda n, f: reg.add(n, f, "test"))
+    ftkit.data.builtin.ftkit_register_datasets(register=lambda d: reg.add(d.name, d, "test"))
     return reg
 
 
@@ -366,7 +367,7 @@ def test_plugin_datasets_keep_their_own_items():
     def factory(*, task, image_size, num_samples, seed):
         return DataSplits(task, own, own, 2, ["a", "b"])
 
-    reg.add("mine", factory, "test")
+    reg.add("mine", Dataset("mine", factory), "test")
     data = load_data("builtin:mine", "classification", reg)
     assert data.train is own and not data.train_is_deterministic
     assert data.label_counts() == [0, 3]

@@ -36,7 +36,7 @@ def strict_json(text: str) -> object:
 @pytest.fixture(scope="module")
 def registry() -> Registry:
     reg: Registry = Registry("loss")
-    ftkit_register_losses(register=lambda name, factory: reg.add(name, factory, "test"))
+    ftkit_register_losses(register=lambda loss: reg.add(loss.name, loss, "test"))
     return reg
 
 

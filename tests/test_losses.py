@@ -28,7 +28,7 @@ SEG = {"task": "segmentation", "num_classes": 3, "ignore_index": 255}
 @pytest.fixture(scope="module")
 def registry() -> Registry:
     reg: Registry = Registry("loss")
-    ftkit_register_losses(register=lambda name, factory: reg.add(name, factory, "test"))
+    ftkit_register_losses(register=lambda loss: reg.add(loss.name, loss, "test"))
     return reg
 
 

@@ -99,6 +99,33 @@ def test_discriminative_multipliers_and_regroup(plugins):
     assert by_param["fc.bias"] == pytest.approx(4e-4)
 
 
+def test_discriminative_multiplier_zero_freezes_a_group(plugins):
+    """Seed 001: layer4 at 1e-4, the head at 1e-3, everything else frozen."""
+    options = {
+        "regroup": "rest=conv1|bn1|layer[123];layer4=layer4;head=fc",
+        "multipliers": "0,1,10",
+    }
+    prepared = plan_for(plugins, "discriminative", lr=1e-4, options=options)
+    (stage,) = prepared.plan.stages
+    by_param = lrs(stage)
+    assert set(by_param) == {p for p in prepared.anatomy.sizes if p.startswith(("layer4", "fc"))}
+    assert by_param["layer4.0.conv1.weight"] == pytest.approx(1e-4)
+    assert by_param["fc.weight"] == pytest.approx(1e-3)
+    assert "layer1.0.conv1.weight" in stage.frozen and "conv1.weight" in stage.frozen
+
+
+@pytest.mark.parametrize("multipliers", ["0,0,0", "-1,1,10", "inf,1,1"])
+def test_discriminative_refuses_negative_or_all_zero_multipliers(plugins, multipliers):
+    from ftkit.errors import UsageError
+
+    options = {
+        "regroup": "rest=conv1|bn1|layer[123];layer4=layer4;head=fc",
+        "multipliers": multipliers,
+    }
+    with pytest.raises(UsageError, match="multipliers must be >= 0"):
+        plan_for(plugins, "discriminative", options=options)
+
+
 def test_llrd_on_a_resnet(plugins):
     (stage,) = plan_for(plugins, "llrd", lr=1e-3, options={"decay": 0.5}).plan.stages
     by_param = lrs(stage)

@@ -114,7 +114,7 @@ RECIPES = (
     ),
     Recipe(
         "001-layer4-1e-4-head-1e-3",
-        "001: 'layer4' at 1e-4, head at 1e-3; the rest at 1e-8 stands in for frozen",
+        "001: 'layer4' at 1e-4, head at 1e-3, the rest frozen (multiplier 0)",
         tuple(CLASSIFICATION),
         (
             "--strategy",
@@ -124,7 +124,7 @@ RECIPES = (
             "-o",
             LAYER4_SPLIT,
             "-o",
-            "multipliers=0.0001,1,10",
+            "multipliers=0,1,10",
         ),
         10,
         2,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from ftkit.errors import PluginError, UsageError, unknown
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
+    from ftkit.data.builtin import Dataset as BuiltinDataset
     from ftkit.registry import Registry
 
 __all__ = ["DataSplits", "check_fingerprint", "fingerprint", "is_folder", "load_data"]
@@ -41,6 +42,8 @@ class DataSplits:
     val: Dataset
     num_classes: int
     class_names: list[str]
+    # The training loader's collate_fn: batches mixed by MixUp/CutMix, or None.
+    collate: Callable[[list[Any]], Any] | None = field(default=None, repr=False)
     _label_counts: list[int] | None = field(default=None, init=False, repr=False, compare=False)
 
     def label_counts(self) -> list[int]:
@@ -59,22 +62,33 @@ class DataSplits:
         from ftkit.data.transforms import SampleDataset
 
         # A dataset ftkit did not build may augment in ways we cannot see.
-        return isinstance(self.train, SampleDataset) and self.train.deterministic
+        own = isinstance(self.train, SampleDataset) and self.train.deterministic
+        return own and self.collate is None
 
     def with_transforms(
-        self, *, augment: bool, mean: Sequence[float], std: Sequence[float]
+        self,
+        *,
+        augment: str | bool,
+        mean: Sequence[float],
+        std: Sequence[float],
+        mixup: float | None = None,
+        cutmix: float | None = None,
     ) -> DataSplits:
-        """The same samples with ftkit's transforms: flips on train when
-        ``augment``, normalisation on both. Datasets from third-party plugins
-        keep their own transforms."""
-        from ftkit.data.transforms import SampleDataset
+        """The same samples with ftkit's transforms: ``augment`` (see
+        ``ftkit.data.augment``) on train, normalisation on both, and MixUp/CutMix
+        on training batches. Datasets from third-party plugins keep their own
+        transforms; their batches are mixed all the same."""
+        from ftkit.data.augment import check_mixing
+        from ftkit.data.transforms import MixCollate, SampleDataset
 
+        check_mixing(self.task, mixup, cutmix)
         train, val = self.train, self.val
         if isinstance(train, SampleDataset):
             train = train.with_transforms(augment=augment, mean=mean, std=std)
         if isinstance(val, SampleDataset):
-            val = val.with_transforms(augment=False, mean=mean, std=std)
-        splits = replace(self, train=train, val=val)
+            val = val.with_transforms(augment="none", mean=mean, std=std)
+        collate = MixCollate(self.num_classes, mixup, cutmix) if mixup or cutmix else None
+        splits = replace(self, train=train, val=val, collate=collate)
         splits._label_counts = self._label_counts  # labels do not depend on transforms
         return splits
 
@@ -82,19 +96,22 @@ class DataSplits:
 def load_data(
     spec: str,
     task: str,
-    registry: Registry[Any],
+    registry: Registry[BuiltinDataset],
     *,
     image_size: int = 64,
     num_samples: int = 256,
     seed: int = 0,
-    augment: bool = True,
+    augment: str | bool = "flip",
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     val_fraction: float = 0.2,
     num_classes: int | None = None,
+    mixup: float | None = None,
+    cutmix: float | None = None,
 ) -> DataSplits:
     """Open ``builtin:NAME`` or a dataset folder as train/val splits.
 
+    ``augment``, ``mixup`` and ``cutmix`` are the options of the same names.
     ``num_samples`` and ``seed`` shape built-in datasets; ``val_fraction`` splits
     a folder that has no ``train/`` and ``val/``. ``num_classes`` (the user's
     ``--num-classes``) may exceed the classes the data shows; for segmentation
@@ -125,16 +142,21 @@ def load_data(
         splits = load_folder(
             path, task, image_size=image_size, val_fraction=val_fraction, num_classes=num_classes
         )
-    return splits.with_transforms(augment=augment, mean=mean, std=std)
+    return splits.with_transforms(augment=augment, mean=mean, std=std, mixup=mixup, cutmix=cutmix)
 
 
 def _load_builtin(
-    spec: str, task: str, registry: Registry[Any], image_size: int, num_samples: int, seed: int
+    spec: str,
+    task: str,
+    registry: Registry[BuiltinDataset],
+    image_size: int,
+    num_samples: int,
+    seed: int,
 ) -> DataSplits:
     name = spec.removeprefix("builtin:")
     if name not in registry:
         raise unknown("dataset", spec, [f"builtin:{n}" for n in registry.names()])
-    factory = registry.get(name)
+    factory = registry.get(name).factory
     splits = factory(task=task, image_size=image_size, num_samples=num_samples, seed=seed)
     if not isinstance(splits, DataSplits) or splits.task != task:
         raise PluginError(

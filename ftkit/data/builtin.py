@@ -6,12 +6,22 @@ Imported at CLI start-up: the factory imports torch only when called.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ftkit.plugins.manager import hookimpl
+from ftkit.plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from ftkit.data import DataSplits
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """``--data builtin:NAME``: ``factory(task=, image_size=, num_samples=,
+    seed=)`` returns an ``ftkit.data.DataSplits`` for that task's targets."""
+
+    name: str
+    factory: Callable[..., DataSplits]
 
 
 def shapes(*, task: str, image_size: int = 64, num_samples: int = 256, seed: int = 0) -> DataSplits:
@@ -22,5 +32,5 @@ def shapes(*, task: str, image_size: int = 64, num_samples: int = 256, seed: int
 
 
 @hookimpl
-def ftkit_register_datasets(register: Callable[..., None]) -> None:
-    register("shapes", shapes)
+def ftkit_register_datasets(register: Callable[[Dataset], None]) -> None:
+    register(Dataset("shapes", shapes))

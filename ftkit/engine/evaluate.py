@@ -10,14 +10,12 @@ from torch.utils.data import DataLoader
 
 from ftkit.config import Config
 from ftkit.engine.distributed import pick_device
-from ftkit.engine.loop import Loop
-from ftkit.engine.optim import make_optimizer
+from ftkit.engine.loop import evaluate
+from ftkit.engine.loss import make_loss
 from ftkit.engine.resume import check_run_data
-from ftkit.engine.run import make_loss
 from ftkit.models.weights import fit_weights, read_state
 from ftkit.plugins.manager import Plugins
 from ftkit.prepare import model_data, prepare
-from ftkit.tasks import TASKS
 
 
 def evaluate_checkpoint(path: str, config: Config, plugins: Plugins) -> dict[str, Any]:
@@ -31,10 +29,11 @@ def evaluate_checkpoint(path: str, config: Config, plugins: Plugins) -> dict[str
     data = model_data(prepared, plugins)
     loader = DataLoader(data.val, batch_size=config.batch_size, num_workers=config.workers)
     model = prepared.model.to(device)
-    loop = Loop(model, make_optimizer("adamw", model), device, amp=config.amp)
+    task = plugins.tasks.get(config.task)
+    loss_fn, _ = make_loss(prepared, data, plugins)  # its class-weights line is training's
     with torch.inference_mode():
-        metrics, _ = loop.evaluate(
-            loader, make_loss(prepared, data, plugins), TASKS[config.task], prepared.num_classes
+        metrics, _ = evaluate(
+            model, loader, loss_fn, task, prepared.num_classes, device, amp=config.amp
         )
     return {
         "checkpoint": path,

@@ -4,7 +4,7 @@ stopping and (from a baseline) the LR diagnosis of seed 004."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -139,6 +139,3 @@ class BaselineGuard:
         )
         self.diagnosis = "healthy" if moved else "lr-too-low"
         return None
-
-    def state(self) -> dict[str, Any]:
-        return asdict(self)

@@ -93,10 +93,7 @@ class Loop:
         self.net = torch.compile(net) if self.compile else net
 
     def autocast(self) -> Any:
-        if self.amp == "off":
-            return nullcontext()
-        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.amp, self.device)
 
     def train_epoch(
         self,
@@ -193,7 +190,6 @@ class Loop:
         self.optimizer.zero_grad(set_to_none=True)
         return value
 
-    @torch.no_grad()
     def evaluate(
         self,
         loader: DataLoader,
@@ -202,32 +198,10 @@ class Loop:
         num_classes: int,
         keep: int = 4,
     ) -> tuple[dict[str, Any], list[Any]]:
-        """Validation loss and metrics, plus a few (image, target, prediction)
-        samples for the loggers."""
-        self.model.eval()
-        metrics = task.metrics(num_classes, self.device)
-        # loss summed over samples, and the sample count: summed over ranks at the end
-        totals = torch.zeros(2, dtype=torch.float64, device=self.device)
-        samples: list[Any] = []
-        for x, y in loader:
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            with self.autocast():
-                logits = self.model(x)
-                totals[0] += loss_fn(logits, y).double() * x.shape[0]
-            totals[1] += x.shape[0]
-            metrics.update(logits.float(), y)
-            if len(samples) < keep:
-                preds = logits.argmax(1)
-                samples += [
-                    (x[j].cpu(), y[j].cpu(), preds[j].cpu())
-                    for j in range(min(keep - len(samples), x.shape[0]))
-                ]
-        # Every rank saw a share of the split: sum the counts before computing.
-        self.world.sum(metrics.state)
-        self.world.sum(totals)
-        result = {f"val_{k}": v for k, v in metrics.compute().items()}
-        result["val_loss"] = float(totals[0] / totals[1].clamp(min=1))
-        return result, samples
+        """``evaluate`` with this loop's model, device, precision and ranks."""
+        return evaluate(
+            self.model, loader, loss_fn, task, num_classes, self.device, self.amp, self.world, keep
+        )
 
     def mean_loss(self, progress: EpochProgress) -> float:
         """The epoch's mean training loss over every rank."""
@@ -253,3 +227,51 @@ class Loop:
         vars(self.alert).update(state["alert"])
         vars(self.nonfinite).update(state["nonfinite"])
         self.progress = EpochProgress(**state["progress"]) if state["progress"] else None
+
+
+def autocast(amp: str, device: torch.device) -> Any:
+    """``--amp``: off, or autocast to bf16 or fp16."""
+    if amp == "off":
+        return nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: Callable[..., torch.Tensor],
+    task: Task,
+    num_classes: int,
+    device: torch.device,
+    amp: str = "off",
+    world: World = World(),
+    keep: int = 4,
+) -> tuple[dict[str, Any], list[Any]]:
+    """Validation loss and metrics, plus a few (image, target, prediction)
+    samples for the loggers. Needs no optimizer: ``ftkit eval`` calls it too."""
+    model.eval()
+    metrics = task.make_metrics(num_classes, device)
+    # loss summed over samples, and the sample count: summed over ranks at the end
+    totals = torch.zeros(2, dtype=torch.float64, device=device)
+    samples: list[Any] = []
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast(amp, device):
+            logits = model(x)
+            totals[0] += loss_fn(logits, y).double() * x.shape[0]
+        totals[1] += x.shape[0]
+        metrics.update(logits.float(), y)
+        if len(samples) < keep:
+            preds = logits.argmax(1)
+            samples += [
+                (x[j].cpu(), y[j].cpu(), preds[j].cpu())
+                for j in range(min(keep - len(samples), x.shape[0]))
+            ]
+    # Every rank saw a share of the split: sum the counts before computing.
+    world.sum(metrics.state)
+    world.sum(totals)
+    result = {f"val_{k}": v for k, v in metrics.compute().items()}
+    result["val_loss"] = float(totals[0] / totals[1].clamp(min=1))
+    return result, samples

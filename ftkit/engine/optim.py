@@ -11,18 +11,31 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ftkit.errors import UsageError
+from ftkit.optimizers import Optimizer, adamw, sgd
 from ftkit.plan import Stage
 
+BUILTIN = {"adamw": Optimizer("adamw", adamw), "sgd": Optimizer("sgd", sgd)}
 
-def make_optimizer(kind: str, model: nn.Module) -> torch.optim.Optimizer:
+
+def make_optimizer(optimizer: Optimizer | str, model: nn.Module) -> torch.optim.Optimizer:
+    """``optimizer`` is a registered ``Optimizer`` (a name picks a built-in)."""
+    if isinstance(optimizer, str):
+        optimizer = BUILTIN[optimizer]
     # Groups are filled by apply_stage; a placeholder keeps the constructor happy.
-    placeholder = [{"params": [next(model.parameters())], "lr": 0.0}]
-    if kind == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(placeholder, lr=0.0, momentum=0.9)
-    else:
-        optimizer = torch.optim.AdamW(placeholder, lr=0.0)
-    optimizer.param_groups.clear()
-    return optimizer
+    placeholder = [{"params": [next(model.parameters())], "lr": 0.0, "weight_decay": 0.0}]
+    try:
+        built = optimizer.build(placeholder)
+    except Exception as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise UsageError(f"optimizer '{optimizer.name}' cannot be built: {reason}") from exc
+    if not isinstance(built, torch.optim.Optimizer):
+        raise UsageError(
+            f"optimizer '{optimizer.name}' built a {type(built).__name__}; "
+            f"expected a torch.optim.Optimizer"
+        )
+    built.param_groups.clear()
+    return built
 
 
 def apply_stage(model: nn.Module, optimizer: torch.optim.Optimizer, stage: Stage) -> None:

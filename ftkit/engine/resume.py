@@ -9,7 +9,6 @@ folder whose files changed since the run is refused.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 from ftkit.config import DATA_FINGERPRINT, Config, build_config, read_run_config
 from ftkit.data import check_fingerprint
 from ftkit.engine import checkpoint as ckpt
+from ftkit.engine.console import Console
 from ftkit.errors import UsageError
 
 
@@ -47,13 +47,16 @@ def _effective(config: Config, name: str) -> Any:
     return config.model_spec if name == "model" else getattr(config, name)
 
 
-def open_resume(run_dir: str, config: Config) -> tuple[Path, Config, dict[str, Any]] | None:
+def open_resume(
+    run_dir: str, config: Config, console: Console = Console()
+) -> tuple[Path, dict[str, Any]] | None:
+    """The run directory and its ``last.pt``; None when the run already finished."""
     path = Path(run_dir)
     saved_config = build_config(run_config(run_dir), {}, {}, ())
     summary = path / "summary.json"
     if summary.is_file():
         reason = json.loads(summary.read_text()).get("stop_reason", "finished")
-        print(f"{run_dir} already finished ({reason}); nothing to resume", flush=True)
+        console.say(f"{run_dir} already finished ({reason}); nothing to resume")
         return None
     changed = [
         f"{f.name}: {_effective(saved_config, f.name)!r} -> {_effective(config, f.name)!r}"
@@ -69,10 +72,8 @@ def open_resume(run_dir: str, config: Config) -> tuple[Path, Config, dict[str, A
     check_run_data(path, config)
     state = ckpt.load_state(path / "checkpoints" / ckpt.LAST)
     if state.get("threads") != torch.get_num_threads():
-        print(
-            f"ftkit: warning: the run used {state.get('threads')} threads, this process "
-            f"{torch.get_num_threads()}: results may differ in the last bits",
-            file=sys.stderr,
-            flush=True,
+        console.warn(
+            f"the run used {state.get('threads')} threads, this process "
+            f"{torch.get_num_threads()}: results may differ in the last bits"
         )
-    return path, config, state
+    return path, state

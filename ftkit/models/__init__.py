@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ftkit.errors import UsageError, unknown
-from ftkit.models.family import ModelFamily, Preprocessing, as_family
+from ftkit.models.family import ModelFamily, Preprocessing
 
 if TYPE_CHECKING:
     from torch import nn
@@ -33,7 +33,7 @@ def model_family(spec: str, plugins: Plugins) -> tuple[ModelFamily, str]:
         )
     if prefix not in plugins.models:
         raise unknown("model family", prefix, plugins.models.names())
-    return as_family(prefix, plugins.models.get(prefix)), rest
+    return plugins.models.get(prefix), rest
 
 
 def build_model(spec: str, *, num_classes: int, task: str, plugins: Plugins) -> nn.Module:

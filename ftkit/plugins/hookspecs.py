@@ -2,12 +2,22 @@
 
 A plugin is a module (or any object) with functions marked ``@ftkit.hookimpl``
 whose names match the hooks below. It may implement any subset, and may omit
-arguments it does not need. Built-in strategies, models, losses, datasets and
-the TensorBoard logger are plugins too, registered through these same hooks.
+arguments it does not need. A marked function whose name is no hook (a typo
+such as ``ftkit_register_strategy``) is an error naming the plugin. Built-in
+strategies, models, anatomies, losses, datasets, tasks, optimizers and the
+TensorBoard logger are plugins too, registered through these same hooks.
 
-Registration hooks receive a ``register`` callback and hand it objects; they run
-once per process, when the registry of that kind is first needed. Lifecycle
-hooks run inside ``ftkit run``, on the main process only.
+Registration hooks receive a ``register`` callback and hand it one frozen
+object per thing, of the hook's own type (all importable from ``ftkit``):
+``Strategy``, ``ModelFamily``, ``AnatomyProvider``, ``Loss``, ``Dataset``,
+``Task``, ``Optimizer``. Anything else is an error naming the plugin, the hook
+and the type expected. One older form is still accepted, for models, losses and
+datasets only: ``register(name, callable)``, wrapped as ``ModelFamily(name,
+build)``, ``Loss(name, factory)`` or ``Dataset(name, factory)``. Registration
+hooks run once per process, when the registry of that kind is first needed.
+Lifecycle hooks run inside ``ftkit run``, on the main process only.
+
+``FTKIT_TRACE_PLUGINS=1`` traces every hook call to stderr.
 
 ``docs/hooks.md`` is generated from this module by ``tools/gen_hook_docs.py``.
 """
@@ -21,14 +31,22 @@ import pluggy
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ftkit.anatomy import AnatomyProvider
+    from ftkit.data.builtin import Dataset
     from ftkit.engine.run import Run
+    from ftkit.losses import Loss
+    from ftkit.models.family import ModelFamily
+    from ftkit.optimizers import Optimizer
     from ftkit.plan import Stage
+    from ftkit.strategy import Strategy
+    from ftkit.tasks import Task
 
 hookspec = pluggy.HookspecMarker("ftkit")
+hookimpl = pluggy.HookimplMarker("ftkit")
 
 
 @hookspec
-def ftkit_register_strategies(register: Callable[..., None]) -> None:
+def ftkit_register_strategies(register: Callable[[Strategy], None]) -> None:
     """Register fine-tuning strategies.
 
     Call ``register(strategy)`` with an ``ftkit.Strategy`` for each one. The
@@ -46,7 +64,7 @@ def ftkit_register_strategies(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def ftkit_register_models(register: Callable[..., None]) -> None:
+def ftkit_register_models(register: Callable[[ModelFamily], None]) -> None:
     """Register model families by the prefix of a model spec.
 
     Call ``register(ftkit.ModelFamily(prefix, build, named_weights,
@@ -57,17 +75,19 @@ def ftkit_register_models(register: Callable[..., None]) -> None:
     come from the library's cache, give the weights' normalisation and input
     size, and convert foreign checkpoint keys; see ``ftkit.models.family``.
     ``register(prefix, build)`` still works for a family without pretrained
-    weights. Built-ins: ``tv`` (torchvision), ``timm`` and ``smp``
-    (segmentation-models-pytorch, ``smp:ARCH:ENCODER``).
+    weights (wrapped as ``ModelFamily(prefix, build)``). ``task`` is the task's
+    ``targets``: 'segmentation' or 'classification'. Built-ins: ``tv``
+    (torchvision), ``timm`` and ``smp`` (segmentation-models-pytorch,
+    ``smp:ARCH:ENCODER``).
     """
 
 
 @hookspec
-def ftkit_register_anatomies(register: Callable[..., None]) -> None:
+def ftkit_register_anatomies(register: Callable[[AnatomyProvider], None]) -> None:
     """Register anatomies: how a model splits into ordered layer groups.
 
-    Call ``register(ftkit.anatomy.AnatomyProvider(name, matches, build,
-    priority))``. ``matches(model) -> bool`` says whether it knows the model;
+    Call ``register(ftkit.AnatomyProvider(name, matches, build, priority))``.
+    ``matches(model) -> bool`` says whether it knows the model;
     ``build(model) -> Anatomy`` returns its layers from input to output, each
     marked ``backbone`` or ``head``. The matching provider with the highest
     priority wins; the generic fallback has the lowest.
@@ -75,23 +95,70 @@ def ftkit_register_anatomies(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def ftkit_register_losses(register: Callable[..., None]) -> None:
+def ftkit_register_losses(register: Callable[[Loss], None]) -> None:
     """Register loss functions by name.
 
-    Call ``register(name, factory)``; ``factory(task=..., num_classes=...,
-    class_weights=..., ignore_index=..., label_smoothing=...)`` returns a
-    callable ``loss(logits, target) -> scalar tensor``. Names combine on the
-    command line as weighted sums such as ``0.7*ce+0.3*dice``.
+    Call ``register(ftkit.Loss(name, factory))``; ``factory(task=...,
+    num_classes=..., class_weights=..., ignore_index=..., label_smoothing=...)``
+    returns a callable ``loss(logits, target) -> scalar tensor``. Names combine
+    on the command line as weighted sums such as ``0.7*ce+0.3*dice``; ``task``
+    is the task's ``targets`` ('segmentation' or 'classification'). A factory
+    may say what it honours in attributes: ``takes`` (a set of
+    ``class_weights``, ``label_smoothing``; all when absent), ``params`` (what
+    a spec such as ``tversky(alpha=0.3)`` may set), ``segmentation_only`` and
+    ``soft_targets`` (takes (N, C) class probabilities as targets).
+    ``register(name, factory)`` still works (wrapped as ``Loss(name, factory)``).
     """
 
 
 @hookspec
-def ftkit_register_datasets(register: Callable[..., None]) -> None:
+def ftkit_register_datasets(register: Callable[[Dataset], None]) -> None:
     """Register built-in datasets, used as ``--data builtin:NAME``.
 
-    Call ``register(name, factory)``; ``factory(task=..., image_size=...,
-    num_samples=..., seed=...)`` returns an ``ftkit.data.DataSplits`` with
-    the train and validation datasets and the class names.
+    Call ``register(ftkit.Dataset(name, factory))``; ``factory(task=...,
+    image_size=..., num_samples=..., seed=...)`` returns an
+    ``ftkit.data.DataSplits`` with the train and validation datasets and the
+    class names. ``task`` is the task's ``targets`` ('segmentation' or
+    'classification'). ``register(name, factory)`` still works (wrapped as
+    ``Dataset(name, factory)``).
+    """
+
+
+@hookspec
+def ftkit_register_tasks(register: Callable[[Task], None]) -> None:
+    """Register tasks, used as ``--task NAME``.
+
+    Call ``register(ftkit.Task(name, targets, monitor, monitors, metrics,
+    per_class, ignore_index))``. ``targets`` ('segmentation' or
+    'classification') is the kind of label that data, models and losses see;
+    the task itself decides the metrics: ``metrics(num_classes,
+    ignore_index=, device=)`` returns an object with ``update(logits,
+    target)``, ``compute() -> dict`` and a ``state`` tensor (see
+    ``ftkit.metrics``). ``monitor`` is the default of ``--monitor``,
+    ``monitors`` all it may name, ``per_class`` the per-class key of
+    ``compute()`` that the summary shows. Built-ins: ``segmentation``,
+    ``classification`` (``ftkit.tasks``).
+
+    Example::
+
+        @ftkit.hookimpl
+        def ftkit_register_tasks(register):
+            register(ftkit.Task("scene", "classification", "val_accuracy",
+                                ("val_accuracy", "val_loss"), my_metrics, "f1_per_class"))
+    """
+
+
+@hookspec
+def ftkit_register_optimizers(register: Callable[[Optimizer], None]) -> None:
+    """Register optimizers, used as ``--optimizer NAME``.
+
+    Call ``register(ftkit.Optimizer(name, build))``; ``build(param_groups)``
+    returns a ``torch.optim.Optimizer`` built on those groups (dicts with
+    ``params``, ``lr``, ``weight_decay``), keeping each group's own LR. ftkit
+    then puts the plan's groups in through ``add_param_group`` at every stage,
+    each with its absolute LR. Built-ins: ``adamw``, ``sgd``
+    (``ftkit.optimizers``); a name no plugin registers is looked up in timm
+    (``timm.optim.list_optimizers()``, built with ``create_optimizer_v2``).
     """
 
 

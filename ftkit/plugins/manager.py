@@ -3,7 +3,8 @@
 Built-in plugins are modules of ftkit registered exactly like third-party ones.
 Third-party packages declare an entry point in the ``ftkit`` group; local
 modules come from ``--plugin MODULE`` or ``FTKIT_PLUGINS=a,b``. Setting
-``FTKIT_DISABLE_PLUGIN_AUTOLOAD=1`` skips the entry points.
+``FTKIT_DISABLE_PLUGIN_AUTOLOAD=1`` skips the entry points, and
+``FTKIT_TRACE_PLUGINS=1`` traces every hook call to stderr.
 
 Nothing here imports torch: ``ftkit strategies`` must start fast.
 """
@@ -13,17 +14,27 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import metadata
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pluggy
 
-from ftkit.errors import PluginError
+from ftkit.anatomy import AnatomyProvider
+from ftkit.data.builtin import Dataset
+from ftkit.errors import PluginError, did_you_mean
+from ftkit.losses import Loss
+from ftkit.models.family import ModelFamily, as_family
+from ftkit.optimizers import TIMM, Optimizer
 from ftkit.plugins import hookspecs
-from ftkit.registry import Registry, registered_value
+from ftkit.plugins.hookspecs import hookimpl
+from ftkit.registry import Fallback, Registry
+from ftkit.strategy import Strategy
+from ftkit.tasks import Task
+
+T = TypeVar("T")
 
 BUILTIN_PLUGINS = (
     "ftkit.strategies.full",
@@ -39,10 +50,37 @@ BUILTIN_PLUGINS = (
     "ftkit.models.generic",
     "ftkit.losses",
     "ftkit.data.builtin",
+    "ftkit.tasks",
+    "ftkit.optimizers",
     "ftkit.loggers.tensorboard",
 )
 
-hookimpl = pluggy.HookimplMarker("ftkit")
+__all__ = ["BUILTIN_PLUGINS", "Kind", "PluginInfo", "Plugins", "hookimpl"]
+
+
+@dataclass(frozen=True)
+class Kind(Generic[T]):
+    """One registration hook: the type it takes, and the older ``(name,
+    callable)`` form it still wraps (models, losses, datasets only)."""
+
+    hook: str
+    noun: str
+    type: type[T]
+    legacy: Callable[[str, Any], T] | None = None
+    fallback: Fallback[T] | None = None
+
+    def expected(self) -> str:
+        pair = " or a (name, callable) pair" if self.legacy else ""
+        return f"an ftkit.{self.type.__name__}{pair}"
+
+
+STRATEGIES = Kind("ftkit_register_strategies", "strategy", Strategy)
+MODELS = Kind("ftkit_register_models", "model family", ModelFamily, as_family)
+ANATOMIES = Kind("ftkit_register_anatomies", "anatomy", AnatomyProvider)
+LOSSES = Kind("ftkit_register_losses", "loss", Loss, Loss)
+DATASETS = Kind("ftkit_register_datasets", "dataset", Dataset, Dataset)
+TASKS = Kind("ftkit_register_tasks", "task", Task)
+OPTIMIZERS = Kind("ftkit_register_optimizers", "optimizer", Optimizer, fallback=TIMM)
 
 
 @dataclass(frozen=True)
@@ -64,6 +102,9 @@ class Plugins:
     def __init__(self, local_modules: Iterable[str] = ()) -> None:
         self.pm = pluggy.PluginManager("ftkit")
         self.pm.add_hookspecs(hookspecs)
+        if os.environ.get("FTKIT_TRACE_PLUGINS"):
+            self.pm.trace.root.setwriter(sys.stderr.write)
+            self.pm.enable_tracing()
         self._dists: dict[str, tuple[str, str]] = {}
         for module in BUILTIN_PLUGINS:
             self._register(importlib.import_module(module), module)
@@ -73,6 +114,21 @@ class Plugins:
         for module in [*env_modules, *local_modules]:
             if module and not self.pm.has_plugin(module):
                 self._register(_import_local(module), module)
+        self._check_pending()
+
+    def _check_pending(self) -> None:
+        """A marked function that matches no hook is a typo: it would never run."""
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            name = self.pm.get_name(exc.plugin) or repr(exc.plugin)
+            callers = self.pm.get_hookcallers(exc.plugin) or []
+            hook = next((c.name for c in callers if not c.has_spec()), "?")
+            known = [h for h in vars(hookspecs) if h.startswith("ftkit_")]
+            raise PluginError(
+                f"plugin {self.describe(name)} defines unknown hook '{hook}'"
+                f"{did_you_mean(hook, known)}"
+            ) from None
 
     def _load_entry_points(self) -> None:
         for ep in metadata.entry_points(group="ftkit"):
@@ -111,17 +167,20 @@ class Plugins:
     def describe(self, plugin_name: str) -> str:
         return self.info_for(plugin_name).describe()
 
-    def collect(self, hook_name: str, kind: str) -> Registry[Any]:
+    def collect(self, kind: Kind[T]) -> Registry[T]:
         """Call one registration hook plugin by plugin, so that every entry
         (and every error) is attributed to the plugin that made it."""
-        registry: Registry[Any] = Registry(kind)
-        caller = getattr(self.pm.hook, hook_name)
+        registry: Registry[T] = Registry(kind.noun, kind.fallback)
+        caller = getattr(self.pm.hook, kind.hook)
+        hooktrace = self.pm.trace.root.get("hook")
         for impl in caller.get_hookimpls():
+            plugin = impl.plugin_name
 
-            def register(obj: Any, *rest: Any, _plugin: str = impl.plugin_name) -> None:
-                name, value = registered_value(obj, *rest)
-                registry.add(name, value, _plugin)
+            def register(*args: Any, _plugin: str = plugin) -> None:
+                obj = self._typed(kind, args, _plugin)
+                registry.add(obj.name, obj, _plugin)  # type: ignore[attr-defined]
 
+            hooktrace(kind.hook, {"plugin": plugin})  # written only when tracing
             kwargs = {"register": register}
             try:
                 impl.function(*[kwargs[arg] for arg in impl.argnames])
@@ -129,30 +188,54 @@ class Plugins:
                 raise
             except Exception as exc:
                 raise PluginError(
-                    f"plugin {self.describe(impl.plugin_name)} failed in {hook_name}: "
-                    f"{_reason(exc)}"
+                    f"plugin {self.describe(plugin)} failed in {kind.hook}: {_reason(exc)}"
                 ) from exc
         return registry
 
-    @cached_property
-    def strategies(self) -> Registry[Any]:
-        return self.collect("ftkit_register_strategies", "strategy")
+    def _typed(self, kind: Kind[T], args: tuple[Any, ...], plugin: str) -> T:
+        """The one object a registration hands over, or the older pair wrapped."""
+        if len(args) == 1 and isinstance(args[0], kind.type):
+            return args[0]
+        if (
+            kind.legacy is not None
+            and len(args) == 2
+            and isinstance(args[0], str)
+            and callable(args[1])
+        ):
+            return kind.legacy(*args)
+        got = f"a {type(args[0]).__name__}" if len(args) == 1 else f"{len(args)} arguments"
+        raise PluginError(
+            f"plugin {self.describe(plugin)} registered {got} in {kind.hook}; "
+            f"expected {kind.expected()}"
+        )
 
     @cached_property
-    def models(self) -> Registry[Any]:
-        return self.collect("ftkit_register_models", "model family")
+    def strategies(self) -> Registry[Strategy]:
+        return self.collect(STRATEGIES)
 
     @cached_property
-    def anatomies(self) -> Registry[Any]:
-        return self.collect("ftkit_register_anatomies", "anatomy")
+    def models(self) -> Registry[ModelFamily]:
+        return self.collect(MODELS)
 
     @cached_property
-    def losses(self) -> Registry[Any]:
-        return self.collect("ftkit_register_losses", "loss")
+    def anatomies(self) -> Registry[AnatomyProvider]:
+        return self.collect(ANATOMIES)
 
     @cached_property
-    def datasets(self) -> Registry[Any]:
-        return self.collect("ftkit_register_datasets", "dataset")
+    def losses(self) -> Registry[Loss]:
+        return self.collect(LOSSES)
+
+    @cached_property
+    def datasets(self) -> Registry[Dataset]:
+        return self.collect(DATASETS)
+
+    @cached_property
+    def tasks(self) -> Registry[Task]:
+        return self.collect(TASKS)
+
+    @cached_property
+    def optimizers(self) -> Registry[Optimizer]:
+        return self.collect(OPTIMIZERS)
 
     @property
     def hook(self) -> Any:

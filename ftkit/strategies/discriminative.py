@@ -6,6 +6,8 @@ models the backbone layers are split the same way, 2:2:1 by count. With
 ``regroup`` the user's groups are used as they are, one multiplier each.
 """
 
+import math
+
 from ftkit.anatomy import Anatomy
 from ftkit.errors import UsageError
 from ftkit.options import Option
@@ -51,16 +53,19 @@ def build(anatomy: Anatomy, req: PlanRequest):
             f"discriminative: {len(groups)} groups ({names}) need "
             f"{len(groups)} multipliers, got {len(mults)}"
         )
-    if any(not m > 0 for m in mults):
+    if any(not (m >= 0 and math.isfinite(m)) for m in mults) or not any(mults):
         raise UsageError(
-            f"discriminative: multipliers must be > 0, got {req.options['multipliers']!r}"
+            f"discriminative: multipliers must be >= 0 (0 freezes a group) and not all 0, "
+            f"got {req.options['multipliers']!r}"
         )
+    # x0 freezes a group: seed 001's "layer4 at 1e-4, head at 1e-3, the rest frozen".
     return single_stage(
         "discriminative",
         req.epochs,
         *(
             group(name, params, req.lr * m)
-            for (name, params), m in zip(groups, mults, strict=False)
+            for (name, params), m in zip(groups, mults, strict=True)
+            if m > 0
         ),
     )
 
@@ -77,7 +82,7 @@ def ftkit_register_strategies(register):
                     "multipliers",
                     str,
                     "0.01,0.1,1,10",
-                    "LR multipliers from input to output, one per group",
+                    "LR multipliers from input to output, one per group; 0 freezes a group",
                 ),
             ),
         )

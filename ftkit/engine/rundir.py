@@ -1,0 +1,121 @@
+"""The run directory: config.toml, plan.json, metrics.jsonl (a row per epoch),
+summary.json (written once the run finished), checkpoints/{last.pt,
+best.safetensors} and tb/. Under torchrun only rank 0 writes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ftkit.config import Config
+from ftkit.engine import checkpoint as ckpt
+from ftkit.engine.console import Console
+from ftkit.engine.summary import json_text
+from ftkit.errors import UsageError
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+    main: bool = True  # False on every rank but 0: those read, never write
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def last(self) -> Path:
+        return self.path / "checkpoints" / ckpt.LAST
+
+    @property
+    def best(self) -> Path:
+        return self.path / "checkpoints" / ckpt.BEST
+
+    def create(self, config: Config, plan: dict[str, Any]) -> None:
+        # a run that fails before its first checkpoint removes what it made here
+        UNSAVED[:] = [(self.path, self.path.exists())]
+        (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (self.path / "config.toml").write_text(config.to_toml())
+        (self.path / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
+
+    def append(self, record: dict[str, Any]) -> None:
+        if self.main:
+            append_jsonl(self.metrics, record)
+
+    def keep_rows_up_to(self, epoch: int) -> None:
+        """Drop the metrics rows an interrupted run wrote after its checkpoint."""
+        if not self.main or not self.metrics.exists():
+            return
+        rows = [
+            line
+            for line in self.metrics.read_text().splitlines()
+            if line and json.loads(line)["epoch"] <= epoch
+        ]
+        self.metrics.write_text("".join(row + "\n" for row in rows))
+
+    def save(self, state: dict[str, Any], best_weights: dict[str, Any] | None = None) -> None:
+        """``last.pt``, and ``best`` when the monitored metric improved."""
+        if not self.main:
+            return
+        if best_weights is not None:
+            ckpt.save_weights(self.best, best_weights)
+        # Written in the training thread: on a 2-core CPU a background writer
+        # competed with training and measured slower (docs/performance.md).
+        ckpt.save_state(self.last, state)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        if self.main:
+            (self.path / "summary.json").write_text(json_text(summary, indent=2) + "\n")
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as fh:
+        fh.write(json_text(record) + "\n")
+
+
+def choose(config: Config) -> Path:
+    """``--out``, which must be new or empty, or a fresh ``runs/STAMP-STRATEGY``."""
+    if config.out:
+        path = Path(config.out)
+        if (path / "config.toml").is_file() and not (path / "checkpoints" / ckpt.LAST).exists():
+            raise UsageError(
+                f"--out '{path}' holds a run that stopped before its first checkpoint, "
+                f"so there is nothing to resume; delete it or choose another --out"
+            )
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise UsageError(
+                f"--out '{path}' already exists and is not empty; use --resume "
+                f"{path} to continue it, or choose another --out"
+            )
+        return path
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path("runs") / f"{stamp}-{config.strategy}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = Path("runs") / f"{stamp}-{config.strategy}-{suffix}"
+    return path
+
+
+# The run directory this process made, and whether it was there (empty) before:
+# a run that fails before its first checkpoint has nothing to resume, so it must
+# not leave a directory that blocks the same command until deleted by hand.
+UNSAVED: list[tuple[Path, bool]] = []
+
+
+def discard_unsaved_run(console: Console) -> None:
+    for run_dir, existed in UNSAVED:
+        if (run_dir / "checkpoints" / ckpt.LAST).exists() or (run_dir / "summary.json").exists():
+            continue
+        # an --out directory the user made was empty: everything in it is this run's
+        for path in run_dir.iterdir() if existed else [run_dir]:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        console.warn(f"removed {run_dir}: the run failed before its first checkpoint")
+    UNSAVED.clear()
