@@ -41,6 +41,9 @@ class Prepared:
     def start_lines(self) -> list[str]:
         """Where the weights come from and what images they want, for people."""
         pre = self.preprocessing
+        if not pre.mean:  # not images: the family says what its input is (a tokenizer)
+            weights = self.weights.line() if self.weights else "weights: random initialisation"
+            return [weights, f"input: {pre.source}"]
         size = f"{self.config.image_size} px" + (
             " (the weights' input size)" if pre.input_size == self.config.image_size else ""
         )
@@ -213,6 +216,11 @@ def prepare_run(config: Config, plugins: Plugins, *, load_weights: bool = True) 
 def open_data(config: Config, plugins: Plugins, num_classes: int | None = None) -> DataSplits:
     from ftkit.data import load_data
 
+    task = plugins.tasks.get(config.task)
+    if task.load_data is not None:  # a task that reads its own data (text, ...)
+        return task.load_data(
+            config.data, model=config.model_spec, seed=config.seed, num_classes=num_classes
+        )
     return load_data(
         config.data,
         plugins.tasks.get(config.task).targets,

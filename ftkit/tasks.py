@@ -30,6 +30,12 @@ class Task:
     ``compute() -> dict`` and a ``state`` tensor summed over ranks (see
     ``ftkit.metrics``). ``per_class`` is the key of ``compute()``'s per-class
     list that the summary reports.
+
+    ``load_data(spec, model=, seed=, num_classes=)``, when given, opens
+    ``--data`` itself and returns an ``ftkit.data.DataSplits`` (a task whose
+    inputs are not images: text tokenised by the model's tokenizer, ``model``
+    being the ``--model`` spec). Its ``collate`` batches the training items
+    (dynamic padding); validation batches are stacked as they are.
     """
 
     name: str
@@ -39,6 +45,7 @@ class Task:
     metrics: Callable[..., Any]
     per_class: str
     ignore_index: int = -100
+    load_data: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         # Checked here so a bad registration fails in its plugin's hook, named.

@@ -87,7 +87,11 @@ class DataSplits:
             train = train.with_transforms(augment=augment, mean=mean, std=std)
         if isinstance(val, SampleDataset):
             val = val.with_transforms(augment="none", mean=mean, std=std)
-        collate = MixCollate(self.num_classes, mixup, cutmix) if mixup or cutmix else None
+        # A dataset's own batching (a text task's dynamic padding) is kept.
+        own = None if isinstance(self.collate, MixCollate) else self.collate
+        if own is not None and (mixup or cutmix):
+            raise UsageError("--mixup and --cutmix blend images; this data batches its own items")
+        collate = MixCollate(self.num_classes, mixup, cutmix) if mixup or cutmix else own
         splits = replace(self, train=train, val=val, collate=collate)
         splits._label_counts = self._label_counts  # labels do not depend on transforms
         return splits
