@@ -48,8 +48,8 @@ def test_on_refuses_when_augmentation_would_make_it_wrong(ftkit, tmp_path):
     line = one_line_error(ftkit(*PROBE, "--cache-features", "on", "--out", "refused"))
     assert not (tmp_path / "refused").exists()
     assert line == (
-        "ftkit: error: --cache-features on: cannot cache: random augmentation "
-        "makes cached features wrong; add --no-augment"
+        "ftkit: error: --cache-features on: cannot cache: random augmentation or mixing "
+        "makes cached features wrong; use --augment none without --mixup/--cutmix"
     )
 
 

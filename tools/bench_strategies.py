@@ -340,6 +340,8 @@ def run_all(jobs: list[Job], parallel: int, threads: int) -> None:
         **os.environ,
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
+        # built-in strategies only: a plugin installed in the environment must not change them
+        "FTKIT_DISABLE_PLUGIN_AUTOLOAD": "1",
     }
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         for job, result in zip(jobs, pool.map(lambda j: run_job(j, env), jobs), strict=True):

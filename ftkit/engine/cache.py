@@ -79,7 +79,10 @@ def why_not(
     if stage.bn_mode == "train":
         return "bn_mode=train updates the frozen backbone's BatchNorm statistics"
     if not deterministic:
-        return "random augmentation makes cached features wrong; add --no-augment"
+        return (
+            "random augmentation or mixing makes cached features wrong; "
+            "use --augment none without --mixup/--cutmix"
+        )
     if distributed:
         return "it is not supported with torchrun yet"
     return None

@@ -47,7 +47,7 @@ def ftkit_epoch_end(run, record):
     step = record["epoch"]
     for tag, value in scalars(record, run.class_names):
         writer.add_scalar(tag, value, step)
-    if run.samples:
+    if run.samples and len(run.mean) == 3:  # images (a text task has no mean)
         writer.add_image("val/input|truth|prediction", panels(run), step, dataformats="CHW")
     writer.flush()
 

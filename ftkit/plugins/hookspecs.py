@@ -139,6 +139,12 @@ def ftkit_register_tasks(register: Callable[[Task], None]) -> None:
     ``compute()`` that the summary shows. Built-ins: ``segmentation``,
     ``classification`` (``ftkit.tasks``).
 
+    A task whose inputs are not images gives ``load_data(spec, model=, seed=,
+    num_classes=)``: it opens ``--data`` itself (``model`` is the ``--model``
+    spec, for its tokenizer) and returns an ``ftkit.data.DataSplits`` whose
+    ``collate`` batches training items (dynamic padding; validation items are
+    stacked as they are). See ``plugins/ftkit-transformers``.
+
     Example::
 
         @ftkit.hookimpl
@@ -191,5 +197,8 @@ def ftkit_epoch_end(run: Run, record: dict[str, Any]) -> None:
 
 @hookspec
 def ftkit_run_end(run: Run, summary: dict[str, Any]) -> None:
-    """Called once when training ends, with the content of ``summary.json``
-    (``stop_reason``, final and best metrics, diagnosis). Loggers close here."""
+    """Called exactly once however the run ends, with the summary: its
+    ``stop_reason`` is ``completed``, ``early-stopping``, ``baseline-guard``,
+    ``non-finite``, a plugin's own reason, ``interrupted`` (SIGINT/SIGTERM;
+    the run stays resumable and no ``summary.json`` is written) or ``error``
+    (an exception, raised again after the hook). Loggers close here."""

@@ -54,12 +54,8 @@ def named_weights(rest, name):
 
 def preprocessing(rest, name):
     # Text has no image statistics: an empty mean tells ftkit to print the source as
-    # the input line ("input: text, the tokenizer of ...").
-    from ftkit_transformers.text import MAX_LENGTH
-
-    return ftkit.Preprocessing(
-        mean=(), std=(), source=f"text, the tokenizer of hf:{rest}, at most {MAX_LENGTH} tokens"
-    )
+    # the input line ("input: text, tokenised by ...").
+    return ftkit.Preprocessing(mean=(), std=(), source=f"text, tokenised by hf:{rest}'s tokenizer")
 
 
 def convert(state, model):

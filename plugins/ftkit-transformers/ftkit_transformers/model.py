@@ -72,7 +72,9 @@ def hf_config(rest: str, num_labels: int | None = None):
         return AutoConfig.from_pretrained(folder, **extra)
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"--model hf:{rest}: cannot read {folder / 'config.json'}: {first}") from None
+        raise UsageError(
+            f"--model hf:{rest}: cannot read {folder / 'config.json'}: {first}"
+        ) from None
 
 
 # --- build ----------------------------------------------------------------------
@@ -100,16 +102,15 @@ def pretrained_weights(rest: str, name: str) -> NamedWeights:
 
     if name != "pretrained":
         raise UsageError(
-            f"--weights {name}: hf models know 'pretrained' (the folder's own weights) "
-            "or a FILE"
+            f"--weights {name}: hf models know 'pretrained' (the folder's own weights) or a FILE"
         )
     folder = model_folder(rest)
     path = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
     if path is None:
-        raise UsageError(
-            f"--weights pretrained: '{folder}' has none of {', '.join(WEIGHT_FILES)}"
-        )
-    return NamedWeights(read_weights(path), f"hf:{rest} ({path})", ftkit.Preprocessing(mean=()))
+        raise UsageError(f"--weights pretrained: '{folder}' has none of {', '.join(WEIGHT_FILES)}")
+    return NamedWeights(
+        read_weights(path), f"hf:{rest} ({path.name})", ftkit.Preprocessing(mean=())
+    )
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -10,9 +10,10 @@
   they are.
 
 Columns are ``text`` and ``label``; others are named after a ``#``:
-``--data 'reviews.csv#text=review,label=sentiment'`` (ftkit takes no
-command-line options from plugins; this way the choice is part of ``--data``
-and so recorded in the run's ``config.toml``). Labels are names (sorted to
+``--data 'reviews.csv#text=review,label=sentiment'``, where ``max_length=64``
+may also go (default ``MAX_LENGTH``). ftkit takes no command-line options
+from plugins; this way the choice is part of ``--data`` and so recorded in
+the run's ``config.toml``. Labels are names (sorted to
 class indices) or integers 0..N-1. An empty text, a missing label or a label
 the training split does not have is one line naming the file and row.
 
@@ -40,22 +41,26 @@ VAL_FRACTION = 0.2
 # --- reading ------------------------------------------------------------------------
 
 
-def parse_spec(spec: str) -> tuple[Path, str, str]:
-    """``PATH[#text=COL,label=COL]`` -> (path, text column, label column)."""
+def parse_spec(spec: str) -> tuple[Path, str, str, int]:
+    """``PATH[#text=COL,label=COL,max_length=N]`` -> (path, text column, label
+    column, max length)."""
     path, _, extra = spec.partition("#")
-    columns = {"text": "text", "label": "label"}
+    keys = {"text": "text", "label": "label", "max_length": str(MAX_LENGTH)}
     for item in filter(None, (s.strip() for s in extra.split(","))):
         key, sep, value = item.partition("=")
-        if not sep or key.strip() not in columns or not value.strip():
+        if not sep or key.strip() not in keys or not value.strip():
             raise UsageError(
-                f"--data '{spec}': expected PATH#text=COLUMN,label=COLUMN, got '{item}'"
+                f"--data '{spec}': expected PATH#text=COLUMN,label=COLUMN,max_length=N, "
+                f"got '{item}'"
             )
-        columns[key.strip()] = value.strip()
-    return Path(path), columns["text"], columns["label"]
+        keys[key.strip()] = value.strip()
+    if not keys["max_length"].isdigit() or not 2 <= int(keys["max_length"]) <= 512:
+        raise UsageError(f"--data '{spec}': max_length must be 2..512, got {keys['max_length']}")
+    return Path(path), keys["text"], keys["label"], int(keys["max_length"])
 
 
-def read_rows(path: Path, text_col: str, label_col: str) -> list[tuple[str, str]]:
-    """(text, label) per row, label as written; every problem names file and row."""
+def read_rows(path: Path, text_col: str, label_col: str) -> list[tuple[str, str, str]]:
+    """(text, label as written, where) per row; every problem names file and row."""
     if path.suffix.lower() not in SUFFIXES:
         raise UsageError(f"'{path}': expected a .csv or .jsonl file")
     try:
@@ -80,7 +85,7 @@ def read_rows(path: Path, text_col: str, label_col: str) -> list[tuple[str, str]
             raise UsageError(f"'{path}' {where}: empty label")
         if not isinstance(label, (str, int)):
             raise UsageError(f"'{path}' {where}: label {label!r} is neither a name nor an integer")
-        rows.append((text, str(label).strip()))
+        rows.append((text, str(label).strip(), where))
     if not rows:
         raise UsageError(f"'{path}' holds no rows")
     return rows
@@ -139,10 +144,10 @@ def class_names(labels: list[str]) -> list[str]:
 def to_indices(rows, names, path):
     index = {name: i for i, name in enumerate(names)}
     out = []
-    for row, (_, label) in enumerate(rows, start=1):
+    for _, label, where in rows:
         if label not in index:
             raise UsageError(
-                f"'{path}' row {row}: label '{label}' is not one of the training labels "
+                f"'{path}' {where}: label '{label}' is not one of the training labels "
                 f"({', '.join(names)})"
             )
         out.append(index[label])
@@ -153,7 +158,7 @@ def to_indices(rows, names, path):
 
 
 def load_text(spec: str, *, model: str, seed: int, num_classes: int | None) -> DataSplits:
-    path, text_col, label_col = parse_spec(spec)
+    path, text_col, label_col, max_length = parse_spec(spec)
     if not model.startswith("hf:"):
         raise UsageError(
             f"--task text-classification needs a text model, --model hf:PATH or hf:NAME "
@@ -171,7 +176,7 @@ def load_text(spec: str, *, model: str, seed: int, num_classes: int | None) -> D
     else:
         train_path = val_path = path
         train, val = split(read_rows(path, text_col, label_col), path)
-    names = class_names([label for _, label in train])
+    names = class_names([label for _, label, _ in train])
     if num_classes is not None:
         if num_classes < len(names):
             raise UsageError(
@@ -182,8 +187,8 @@ def load_text(spec: str, *, model: str, seed: int, num_classes: int | None) -> D
     train_y = to_indices(train, names, train_path)
     val_y = to_indices(val, names, val_path)
     tokenizer = load_tokenizer(model.removeprefix("hf:"))
-    train_x = tokenize(tokenizer, [t for t, _ in train])
-    val_x = tokenize(tokenizer, [t for t, _ in val])
+    train_x = tokenize(tokenizer, [text for text, _, _ in train], max_length)
+    val_x = tokenize(tokenizer, [text for text, _, _ in val], max_length)
     pad = tokenizer.pad_token_id or 0
     return DataSplits(
         "classification",
@@ -222,8 +227,8 @@ def load_tokenizer(rest: str):
         raise UsageError(f"--model hf:{rest}: no tokenizer in '{folder}' ({first})") from None
 
 
-def tokenize(tokenizer, texts: list[str]) -> list[list[int]]:
-    return tokenizer(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"]
+def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
 
 
 class TextDataset:
