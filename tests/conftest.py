@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,26 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int = 2) -> s
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
     return lines[0]
+
+
+def torchrun(nproc: int = 2) -> list[str]:
+    """``torchrun --nproc-per-node N -m ftkit`` on a free local port, as a command prefix."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
+        "--nproc-per-node", str(nproc), "--master-addr", "127.0.0.1",
+        "--master-port", str(port), "-m", "ftkit",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def loss_registry():
+    """The built-in losses, registered as ftkit registers them."""
+    from ftkit.losses import ftkit_register_losses
+    from ftkit.registry import Registry
+
+    registry: Registry = Registry("loss")
+    ftkit_register_losses(register=lambda loss: registry.add(loss.name, loss, "test"))
+    return registry

@@ -3,12 +3,10 @@ over the same global batches."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import sys
 
 import pytest
-from conftest import RUN_FILES, read_jsonl
+from conftest import RUN_FILES, read_jsonl, torchrun
 
 # No BatchNorm: per-rank batch statistics would differ from a single batch's.
 TOY = """
@@ -41,31 +39,13 @@ ARGS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_gloo_processes_match_one(ftkit, tmp_path):
     (tmp_path / "toy.py").write_text(TOY)
     single = ftkit(*ARGS, "--batch-size", "8", "--out", "single")
     assert single.returncode == 0, single.stderr
     ddp = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nnodes",
-            "1",
-            "--nproc-per-node",
-            "2",
-            "--master-addr",
-            "127.0.0.1",
-            "--master-port",
-            str(free_port()),
-            "-m",
-            "ftkit",
+            *torchrun(),
             *ARGS,
             "--batch-size",
             "4",

@@ -16,8 +16,7 @@ from ftkit.config import Config, build_config, load_file, option_fields
 from ftkit.engine.guards import EarlyStopping, GradNormAlert
 from ftkit.engine.summary import rare_classes
 from ftkit.errors import UsageError
-from ftkit.losses import build_loss, ftkit_register_losses
-from ftkit.registry import Registry
+from ftkit.losses import build_loss
 
 SMALL = ["--image-size", "32", "--num-samples", "16", "--strategy", "full"]
 TINY = [*SMALL, "--batch-size", "4", "--epochs", "1"]
@@ -31,13 +30,6 @@ def strict_json(text: str) -> object:
         raise ValueError(f"not JSON: {name}")
 
     return json.loads(text, parse_constant=refuse)
-
-
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    reg: Registry = Registry("loss")
-    ftkit_register_losses(register=lambda loss: reg.add(loss.name, loss, "test"))
-    return reg
 
 
 def seg_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,52 +65,60 @@ def test_a_loss_refuses_an_option_it_ignores(ftkit, loss, option, flag):
         ("focal", True, 0.0),
     ],
 )
-def test_an_option_a_loss_accepts_changes_its_value(registry, name, class_weights, label_smoothing):
+def test_an_option_a_loss_accepts_changes_its_value(
+    loss_registry, name, class_weights, label_smoothing
+):
     from ftkit.losses import check_loss_spec
 
     logits, target = seg_batch()
     assert (
         check_loss_spec(
-            name, registry, task="segmentation", class_weights=True, label_smoothing=label_smoothing
+            name,
+            loss_registry,
+            task="segmentation",
+            class_weights=True,
+            label_smoothing=label_smoothing,
         )
         == []
     )
-    plain = build_loss(name, registry, **SEG)(logits, target)
-    weighted = build_loss(name, registry, **SEG, class_weights=[1.0, 50.0, 1.0])(logits, target)
+    plain = build_loss(name, loss_registry, **SEG)(logits, target)
+    weighted = build_loss(name, loss_registry, **SEG, class_weights=[1.0, 50.0, 1.0])(
+        logits, target
+    )
     assert not torch.allclose(plain, weighted)
     if label_smoothing:
-        smoothed = build_loss(name, registry, **SEG, label_smoothing=label_smoothing)
+        smoothed = build_loss(name, loss_registry, **SEG, label_smoothing=label_smoothing)
         assert not torch.allclose(plain, smoothed(logits, target))
 
 
-def test_a_sum_takes_an_option_one_term_honours_and_says_which_ignore_it(ftkit, registry):
+def test_a_sum_takes_an_option_one_term_honours_and_says_which_ignore_it(ftkit, loss_registry):
     from ftkit.losses import check_loss_spec
 
     notes = check_loss_spec(
-        "ce+lovasz", registry, task="segmentation", class_weights=True, label_smoothing=0.1
+        "ce+lovasz", loss_registry, task="segmentation", class_weights=True, label_smoothing=0.1
     )
     assert any("--class-weights" in n and "lovasz" in n for n in notes)
     assert any("--label-smoothing" in n and "lovasz" in n for n in notes)
     # only ce gets the weights: the sum equals weighted ce + plain lovasz
     logits, target = seg_batch()
     weights = [1.0, 50.0, 1.0]
-    total = build_loss("ce+lovasz", registry, **SEG, class_weights=weights)(logits, target)
-    parts = build_loss("ce", registry, **SEG, class_weights=weights)(logits, target)
-    parts = parts + build_loss("lovasz", registry, **SEG)(logits, target)
+    total = build_loss("ce+lovasz", loss_registry, **SEG, class_weights=weights)(logits, target)
+    parts = build_loss("ce", loss_registry, **SEG, class_weights=weights)(logits, target)
+    parts = parts + build_loss("lovasz", loss_registry, **SEG)(logits, target)
     torch.testing.assert_close(total, parts)
     result = ftkit("plan", *TINY, "--loss", "ce+lovasz", "--class-weights", "1,50,1,1,1")
     assert result.returncode == 0, result.stderr
     assert "lovasz takes no class weights" in result.stdout
 
 
-def test_tversky_takes_alpha_and_beta_from_the_spec(registry):
+def test_tversky_takes_alpha_and_beta_from_the_spec(loss_registry):
     logits, target = seg_batch()
-    loss = build_loss("tversky(alpha=0.3, beta=0.7)", registry, **SEG)
+    loss = build_loss("tversky(alpha=0.3, beta=0.7)", loss_registry, **SEG)
     expected = TverskyLoss("multiclass", ignore_index=255, alpha=0.3, beta=0.7)(logits, target)
     torch.testing.assert_close(loss(logits, target), expected)
     dice = DiceLoss("multiclass", ignore_index=255)(logits, target)
     assert not torch.allclose(loss(logits, target), dice)
-    assert repr(build_loss("0.5*tversky(alpha=0.3,beta=0.7)", registry, **SEG)) == (
+    assert repr(build_loss("0.5*tversky(alpha=0.3,beta=0.7)", loss_registry, **SEG)) == (
         "0.5*tversky(alpha=0.3,beta=0.7)"
     )
 
@@ -133,11 +133,13 @@ def test_tversky_takes_alpha_and_beta_from_the_spec(registry):
         ("tversky(alpha=0.3", "bad term"),
     ],
 )
-def test_bad_loss_parameters_are_refused(registry, spec, fragment):
+def test_bad_loss_parameters_are_refused(loss_registry, spec, fragment):
     from ftkit.losses import check_loss_spec
 
     with pytest.raises(UsageError, match=fragment):
-        check_loss_spec(spec, registry, task="segmentation", class_weights=False, label_smoothing=0)
+        check_loss_spec(
+            spec, loss_registry, task="segmentation", class_weights=False, label_smoothing=0
+        )
 
 
 # --- 10: early stopping counts within a stage -----------------------------------------------

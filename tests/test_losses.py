@@ -15,21 +15,12 @@ from ftkit.errors import UsageError
 from ftkit.losses import (
     build_loss,
     class_weights,
-    ftkit_register_losses,
     parse_class_weights,
     parse_loss,
 )
-from ftkit.registry import Registry
 
 NAMES = ["ce", "dice", "focal", "lovasz", "jaccard", "tversky"]
 SEG = {"task": "segmentation", "num_classes": 3, "ignore_index": 255}
-
-
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    reg: Registry = Registry("loss")
-    ftkit_register_losses(register=lambda loss: reg.add(loss.name, loss, "test"))
-    return reg
 
 
 def seg_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,63 +36,63 @@ def test_import_does_not_load_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_registers_all_builtins(registry):
-    assert sorted(registry.names()) == sorted(NAMES)
+def test_registers_all_builtins(loss_registry):
+    assert sorted(loss_registry.names()) == sorted(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_every_loss_is_a_finite_scalar(registry, name):
-    loss = build_loss(name, registry, **SEG, class_weights=[1.0, 2.0, 0.5])
+def test_every_loss_is_a_finite_scalar(loss_registry, name):
+    loss = build_loss(name, loss_registry, **SEG, class_weights=[1.0, 2.0, 0.5])
     value = loss(*seg_batch())
     assert value.shape == () and torch.isfinite(value)
 
 
-def test_ce_with_class_weights_matches_torch(registry):
+def test_ce_with_class_weights_matches_torch(loss_registry):
     logits, target = seg_batch()
     weights = [0.5, 2.0, 1.5]
-    loss = build_loss("ce", registry, **SEG, class_weights=weights, label_smoothing=0.1)
+    loss = build_loss("ce", loss_registry, **SEG, class_weights=weights, label_smoothing=0.1)
     expected = F.cross_entropy(
         logits, target, weight=torch.tensor(weights), ignore_index=255, label_smoothing=0.1
     )
     torch.testing.assert_close(loss(logits, target), expected)
 
 
-def test_weighted_sum_matches_its_terms(registry):
+def test_weighted_sum_matches_its_terms(loss_registry):
     logits, target = seg_batch()
-    loss = build_loss("0.7*ce+0.3*dice", registry, **SEG, class_weights=None)
+    loss = build_loss("0.7*ce+0.3*dice", loss_registry, **SEG, class_weights=None)
     ce = F.cross_entropy(logits, target, ignore_index=255)
     dice = DiceLoss("multiclass", ignore_index=255)(logits, target)
     torch.testing.assert_close(loss(logits, target), 0.7 * ce + 0.3 * dice)
     assert repr(loss) == "0.7*ce + 0.3*dice"
-    assert repr(build_loss(" ce + dice ", registry, **SEG)) == "ce + dice"
+    assert repr(build_loss(" ce + dice ", loss_registry, **SEG)) == "ce + dice"
 
 
-def test_ignored_pixels_do_not_affect_ce(registry):
+def test_ignored_pixels_do_not_affect_ce(loss_registry):
     logits, target = seg_batch()
-    loss = build_loss("ce", registry, **SEG, class_weights=[1.0, 3.0, 1.0])
+    loss = build_loss("ce", loss_registry, **SEG, class_weights=[1.0, 3.0, 1.0])
     changed = logits.clone()
     changed[0, :, 0] = 100.0  # the logits of the ignored row only
     torch.testing.assert_close(loss(changed, target), loss(logits, target))
 
 
-def test_focal_works_for_classification(registry):
+def test_focal_works_for_classification(loss_registry):
     logits = torch.randn(5, 4)
     target = torch.tensor([0, 1, 2, 3, 1])
     kwargs = {"task": "classification", "num_classes": 4, "ignore_index": -100}
-    loss = build_loss("focal+ce", registry, **kwargs, class_weights=[1.0, 1.0, 2.0, 1.0])
+    loss = build_loss("focal+ce", loss_registry, **kwargs, class_weights=[1.0, 1.0, 2.0, 1.0])
     value = loss(logits, target)
     assert value.shape == () and torch.isfinite(value)
 
 
 @pytest.mark.parametrize("name", ["dice", "lovasz", "jaccard", "tversky"])
-def test_region_losses_refuse_classification(registry, name):
+def test_region_losses_refuse_classification(loss_registry, name):
     with pytest.raises(UsageError, match=f"'{name}' is a segmentation loss"):
-        build_loss(name, registry, task="classification", num_classes=3, ignore_index=-100)
+        build_loss(name, loss_registry, task="classification", num_classes=3, ignore_index=-100)
 
 
-def test_class_weights_of_the_wrong_length(registry):
+def test_class_weights_of_the_wrong_length(loss_registry):
     with pytest.raises(UsageError, match="2 class weights given, expected 3"):
-        build_loss("ce", registry, **SEG, class_weights=[1.0, 2.0])
+        build_loss("ce", loss_registry, **SEG, class_weights=[1.0, 2.0])
 
 
 def test_parse_loss():

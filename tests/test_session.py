@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
-from test_distributed import free_port
+from conftest import torchrun
 
 from ftkit.config import Config
 from ftkit.engine.console import Console
@@ -77,19 +76,7 @@ def test_torchrun_resume_speaks_once(ftkit, tmp_path):
     assert done.returncode == 0, done.stderr
     both = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nnodes",
-            "1",
-            "--nproc-per-node",
-            "2",
-            "--master-addr",
-            "127.0.0.1",
-            "--master-port",
-            str(free_port()),
-            "-m",
-            "ftkit",
+            *torchrun(),
             "run",
             "--resume",
             "done",
