@@ -210,11 +210,6 @@ def test_nested_no_weight_decay_lists_are_prefixed():
     assert "0.proj.weight" not in no_decay and "1.weight" not in no_decay
 
 
-def test_gradual_over_one_backbone_group_is_refused():
-    with pytest.raises(UsageError, match=r"gradual: the model has 1 backbone layer group \(body\)"):
-        plan_for("tv:resnet18", "gradual", regroup="body=conv1|bn1|layer;h=fc")
-
-
 def test_llrd_over_too_few_backbone_groups_is_refused():
     with pytest.raises(UsageError, match=r"llrd: the model has 2 backbone layer groups \(early"):
         plan_for("tv:resnet18", "llrd", regroup="early=conv1|bn1|layer1|layer2;late=layer;h=fc")

@@ -4,7 +4,6 @@ Seed 000 on a ResNet: head, then layer4, layer3, layer2 at epochs 4, 7, 10.
 """
 
 from ftkit.anatomy import Anatomy
-from ftkit.errors import UsageError
 from ftkit.options import Option, positive
 from ftkit.plugins.manager import hookimpl
 from ftkit.strategy import PlanRequest, StageSpec, Strategy, group
@@ -13,12 +12,6 @@ from ftkit.strategy import PlanRequest, StageSpec, Strategy, group
 def build(anatomy: Anatomy, req: PlanRequest):
     every = req.options["every"]
     backbone = list(reversed(anatomy.backbone))  # top first
-    if len(backbone) < 2:  # head, then everything at once: two-stage without its LR split
-        names = ", ".join(layer.name for layer in backbone) or "none"
-        raise UsageError(
-            f"gradual: the model has {len(backbone)} backbone layer group ({names}), needs 2; "
-            "give finer ones with -o regroup=..., or use two-stage"
-        )
     stages, start, unfrozen = [], 0, 0
     while start < req.epochs:
         last = unfrozen == len(backbone) or start + every >= req.epochs
