@@ -44,7 +44,6 @@ plumbing in a few minutes: tiny data, 2 epochs, one seed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -597,18 +596,8 @@ def update_doc(doc: Path, text: str, begin: str = BEGIN, end: str = END) -> None
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--out", type=Path, default=Path("bench-strategies"), help="run folders and results"
-    )
-    parser.add_argument(
-        "--work",
-        type=Path,
-        default=realdata.default_cache(),
-        help="dataset cache (outside the repo)",
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny data, 2 epochs, one seed: checks the plumbing"
+    parser = realdata.benchmark_parser(
+        __doc__, "bench-strategies", "tiny data, 2 epochs, one seed: checks the plumbing"
     )
     parser.add_argument("--only", choices=tuple(FULL), help="one task only")
     parser.add_argument("--strategies", help="comma list: only these strategies")

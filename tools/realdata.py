@@ -83,6 +83,17 @@ def default_cache() -> Path:
     return Path(os.environ.get("FTKIT_BENCH_CACHE", "~/.cache/ftkit-bench")).expanduser()
 
 
+def benchmark_parser(doc: str, out: str, quick: str) -> argparse.ArgumentParser:
+    """The options every benchmark on this data shares: --out, --work, --quick."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path(out), help="run folders and results")
+    parser.add_argument(
+        "--work", type=Path, default=default_cache(), help="dataset cache (outside the repo)"
+    )
+    parser.add_argument("--quick", action="store_true", help=quick)
+    return parser
+
+
 def outside_repo(path: Path) -> Path:
     """``path`` resolved, or exit if it lies inside a git work tree."""
     path = path.expanduser().resolve()

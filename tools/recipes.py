@@ -19,7 +19,6 @@ that file. ``--quick`` checks every command on tiny data for 2-4 epochs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -316,18 +315,8 @@ def results_table(results: list[dict[str, Any]], recipes: list[Recipe]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--out", type=Path, default=Path("recipes-runs"), help="run folders and results"
-    )
-    parser.add_argument(
-        "--work",
-        type=Path,
-        default=realdata.default_cache(),
-        help="dataset cache (outside the repo)",
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny data, 2-4 epochs: checks each command"
+    parser = realdata.benchmark_parser(
+        __doc__, "recipes-runs", "tiny data, 2-4 epochs: checks each command"
     )
     parser.add_argument("--only", help="comma list of recipe names")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per run (default 2)")
