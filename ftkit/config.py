@@ -221,19 +221,17 @@ class Config:
     def model_spec(self) -> str:
         return self.model or DEFAULT_MODELS[self.task]
 
-    def to_toml(self) -> str:
+    def to_toml(self, data_fingerprint: str | None = None) -> str:
         lines = []
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in ("strategy_options", "strategy") or value is None:
                 continue
             lines.append(f"{f.name} = {_toml_value(value)}")
-        if Path(self.data).is_dir() and not self.data.startswith("builtin:"):
-            from ftkit.data import fingerprint
-
+        if data_fingerprint:
             # Read back by eval and --resume (ignored as an option): they refuse
             # data that changed since the run.
-            lines.append(f"{DATA_FINGERPRINT} = {_toml_value(fingerprint(self.data))}")
+            lines.append(f"{DATA_FINGERPRINT} = {_toml_value(data_fingerprint)}")
         lines.append("\n[strategy]")
         lines.append(f"name = {_toml_value(self.strategy)}")
         lines += [f"{k} = {_toml_value(v)}" for k, v in sorted(self.strategy_options.items())]

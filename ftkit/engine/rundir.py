@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ftkit.config import Config
+from ftkit.data import fingerprint, is_folder
 from ftkit.engine import checkpoint as ckpt
 from ftkit.engine.console import Console
 from ftkit.engine.summary import json_text
@@ -39,7 +40,9 @@ class RunDir:
         # a run that fails before its first checkpoint removes what it made here
         UNSAVED[:] = [(self.path, self.path.exists())]
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (self.path / "config.toml").write_text(config.to_toml())
+        # walked once per run: the checkpoints' copy of the config goes without it
+        seen = fingerprint(config.data) if is_folder(config.data) else None
+        (self.path / "config.toml").write_text(config.to_toml(seen))
         (self.path / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
 
     def append(self, record: dict[str, Any]) -> None:
