@@ -24,6 +24,7 @@ from ftkit.config import (
     field_type,
     load_file,
     option_fields,
+    run_dir_of,
 )
 from ftkit.errors import FtkitError, UsageError
 from ftkit.options import parse_assignments
@@ -238,14 +239,12 @@ def run(config_file, assignments, plugin_modules, resume, **values):
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
 def eval_(checkpoint, config_file, plugin_modules, as_json, **values):
     """Metrics of a checkpoint on a dataset's validation split."""
-    from pathlib import Path
-
     from ftkit.engine.evaluate import evaluate_checkpoint
 
     # A run's own config describes its model; options given here still win.
-    for candidate in (Path(checkpoint), Path(checkpoint).parent.parent):
-        if not config_file and (candidate / "config.toml").is_file():
-            config_file = str(candidate / "config.toml")
+    run_dir = run_dir_of(checkpoint)
+    if not config_file and run_dir:
+        config_file = str(run_dir / "config.toml")
     config = make_config(config_file, (), plugin_modules, values)
     metrics = evaluate_checkpoint(checkpoint, config, Plugins(config.plugins))
     if as_json:

@@ -20,6 +20,7 @@ from typing import Any
 import tomllib
 
 from ftkit.data import augment as augment_spec
+from ftkit.data import is_folder
 from ftkit.errors import UsageError, did_you_mean
 
 # By a task's targets: a plugin's task gets the default of the labels it uses.
@@ -209,9 +210,8 @@ class Config:
         # A dataset folder by its absolute path, so a run directory names the same
         # data from any working directory (eval, --resume). Missing folders keep
         # the user's spelling for the error that follows.
-        data = self.data
-        if isinstance(data, str) and not data.startswith("builtin:") and Path(data).is_dir():
-            object.__setattr__(self, "data", os.path.abspath(data))
+        if isinstance(self.data, str) and is_folder(self.data):
+            object.__setattr__(self, "data", os.path.abspath(self.data))
         try:  # also for Config(...) and replace(): the old booleans included
             object.__setattr__(self, "augment", augment_spec.canonical(self.augment))
         except ValueError as exc:
@@ -385,6 +385,15 @@ def _toml_value(value: Any) -> str:
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
+
+
+def run_dir_of(checkpoint: str) -> Path | None:
+    """The run directory of ``checkpoint``: a run itself, or a weights file in its
+    ``checkpoints/``; None for a file from elsewhere."""
+    for candidate in (Path(checkpoint), Path(checkpoint).parent.parent):
+        if (candidate / "config.toml").is_file():
+            return candidate
+    return None
 
 
 def read_run_config(run_dir: Path) -> dict[str, Any]:

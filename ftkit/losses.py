@@ -172,7 +172,7 @@ class SmpLossFactory:
         cls = getattr(losses, self.smp_class)
         kwargs: dict[str, Any] = {"mode": "multiclass", "ignore_index": ignore_index}
         kwargs.update(params or {})
-        if class_weights and "class_weights" in inspect.signature(cls).parameters:
+        if class_weights and "class_weights" in self.takes:
             kwargs["class_weights"] = list(class_weights)
         # smp's multiclass focal loss indexes logits[:, c, ...], so (N, C) classification
         # logits with (N,) targets work as they are.

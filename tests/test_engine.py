@@ -12,6 +12,7 @@ from conftest import RUN_FILES, one_line_error
 from ftkit.engine.guards import EarlyStopping, GradNormAlert, NonFinite
 from ftkit.engine.loop import Loop, NonFiniteStop
 from ftkit.engine.optim import apply_stage, make_optimizer
+from ftkit.optimizers import Optimizer, adamw
 from ftkit.plan import ParamGroup, Stage
 
 TINY = ["--image-size", "32", "--num-samples", "48", "--batch-size", "8"]
@@ -179,7 +180,7 @@ def tiny_loop(loss_fn, limit=5):
         (),
         "eval",
     )
-    optimizer = make_optimizer("adamw", model)
+    optimizer = make_optimizer(Optimizer("adamw", adamw), model)
     apply_stage(model, optimizer, stage)
     loop = Loop(model, optimizer, torch.device("cpu"), nonfinite=NonFinite(limit))
     data = [(torch.randn(2, 4), torch.tensor([0, 1])) for _ in range(4)]

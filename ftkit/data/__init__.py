@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftkit.errors import PluginError, UsageError, unknown
+from ftkit.tasks import TARGETS
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DataSplits", "check_fingerprint", "fingerprint", "is_folder", "load_data"]
 
-TASKS = ("segmentation", "classification")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -121,8 +121,8 @@ def load_data(
     ``--num-classes``) may exceed the classes the data shows; for segmentation
     folders it is also the bound every mask label is checked against.
     """
-    if task not in TASKS:
-        raise unknown("task", task, TASKS)
+    if task not in TARGETS:
+        raise unknown("task", task, TARGETS)
     if image_size < 1:
         raise UsageError(f"image size must be at least 1, got {image_size}")
     if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):

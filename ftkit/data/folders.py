@@ -420,16 +420,18 @@ def _class_folders(folder: Path) -> dict[str, list[Path]]:
 def _check_image(path: Path, image_size: int) -> tuple[int, int]:
     """Decode ``path`` once, as training will, so a broken file or an image mode
     ftkit cannot convert fails now, not mid-epoch; its (w, h) once oriented."""
-    return _decode(path, draft=image_size)[1]
+    size = _decode(path, draft=image_size)[1]
+    assert size is not None
+    return size
 
 
-def _decode(path: Path, draft: int | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
-    """The uint8 (3, H, W) pixels of ``path`` as a viewer shows them, and its
-    oriented (w, h) at full size. ``draft`` lets JPEGs decode at a reduced scale:
-    much faster, and still reads every byte."""
+def _decode(path: Path, draft: int | None = None) -> tuple[torch.Tensor, tuple[int, int] | None]:
+    """The uint8 (3, H, W) pixels of ``path`` as a viewer shows them and, for the
+    check with ``draft``, its oriented (w, h) at full size. ``draft`` lets JPEGs
+    decode at a reduced scale: much faster, and still reads every byte."""
     try:
         with Image.open(path) as im:
-            size = _oriented_size(im)
+            size = _oriented_size(im) if draft else None  # training reads need no size
             if draft:
                 im.draft("RGB", (draft, draft))
             im.load()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from ftkit.config import Config
+from ftkit.config import Config, run_dir_of
 from ftkit.engine.distributed import pick_device
 from ftkit.engine.loop import evaluate
 from ftkit.engine.loss import make_loss
@@ -19,10 +18,9 @@ from ftkit.prepare import model_data, prepare
 
 
 def evaluate_checkpoint(path: str, config: Config, plugins: Plugins) -> dict[str, Any]:
-    for run_dir in (Path(path), Path(path).parent.parent):  # a run, or its weights file
-        if (run_dir / "config.toml").is_file():
-            check_run_data(run_dir, config)
-            break
+    run_dir = run_dir_of(path)
+    if run_dir:
+        check_run_data(run_dir, config)
     prepared = prepare(config, plugins, load_weights=False)
     fit_weights(prepared.model, prepared.anatomy, read_state(path), source=path, exact=True)
     device = pick_device(config.device)

@@ -12,16 +12,12 @@ import torch
 from torch import nn
 
 from ftkit.errors import UsageError
-from ftkit.optimizers import Optimizer, adamw, sgd
+from ftkit.optimizers import Optimizer
 from ftkit.plan import Stage
 
-BUILTIN = {"adamw": Optimizer("adamw", adamw), "sgd": Optimizer("sgd", sgd)}
 
-
-def make_optimizer(optimizer: Optimizer | str, model: nn.Module) -> torch.optim.Optimizer:
-    """``optimizer`` is a registered ``Optimizer`` (a name picks a built-in)."""
-    if isinstance(optimizer, str):
-        optimizer = BUILTIN[optimizer]
+def make_optimizer(optimizer: Optimizer, model: nn.Module) -> torch.optim.Optimizer:
+    """The registered ``optimizer``, built once for the run with no groups yet."""
     # Groups are filled by apply_stage; a placeholder keeps the constructor happy.
     placeholder = [{"params": [next(model.parameters())], "lr": 0.0, "weight_decay": 0.0}]
     try:

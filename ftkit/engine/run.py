@@ -167,7 +167,8 @@ def train(
         """Write ``last`` (and ``best`` when the monitored metric improved)."""
         state.stopper = asdict(stopper)
         state.guard = asdict(guard) if guard else None
-        out.save(checkpoint(state, model, loop, config), model.state_dict() if best else None)
+        if out.main:  # other ranks hold the same weights: only rank 0 builds and writes them
+            out.save(checkpoint(state, model, loop, config), model.state_dict() if best else None)
 
     hooks.ftkit_run_start(run=run)
     stop_reason = "completed"  # from here on, ftkit_run_end hears how the run ended
