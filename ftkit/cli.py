@@ -178,7 +178,7 @@ def plan(config_file, assignments, plugin_modules, as_json, plot, **values):
     if plot:
         from ftkit.report import plot_plan
 
-        steps = _steps_per_epoch(prepared, plugins)
+        steps = _steps_per_epoch(prepared)
         plot_plan(prepared.plan, steps, plot)
     if as_json:
         click.echo(json.dumps({**prepared.plan.to_json(), **prepared.start_json()}, indent=2))
@@ -188,17 +188,12 @@ def plan(config_file, assignments, plugin_modules, as_json, plot, **values):
         )
 
 
-def _steps_per_epoch(prepared: Any, plugins: Plugins) -> int:
+def _steps_per_epoch(prepared: Any) -> int:
     """What the run will take: one process, as ``ftkit run`` without torchrun."""
     from ftkit.plan import steps_per_epoch
 
-    data = prepared.data
-    if data is None:
-        from ftkit.prepare import open_data
-
-        data = open_data(prepared.config, plugins, prepared.num_classes)
     config = prepared.config
-    return steps_per_epoch(len(data.train), config.batch_size, config.accumulate)
+    return steps_per_epoch(len(prepared.data.train), config.batch_size, config.accumulate)
 
 
 @cli.command()

@@ -34,7 +34,7 @@ class Prepared:
     num_classes: int
     loss: str
     class_weights: str | None
-    data: DataSplits | None
+    data: DataSplits
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     weights: LoadReport | None = None  # what --weights or --from put into the model
 
@@ -200,7 +200,6 @@ def prepare_run(config: Config, plugins: Plugins, *, load_weights: bool = True) 
     if monitor not in task.monitors:
         raise unknown("--monitor metric", monitor, task.monitors)
     prepared = prepare(config, plugins, load_weights=load_weights)
-    assert prepared.data is not None
     n_train, n_val = len(prepared.data.train), len(prepared.data.val)  # type: ignore[arg-type]
     if n_train < config.batch_size * config.accumulate:
         raise UsageError(
@@ -235,9 +234,9 @@ def open_data(config: Config, plugins: Plugins, num_classes: int | None = None) 
     )
 
 
-def model_data(prepared: Prepared, plugins: Plugins) -> DataSplits:
+def model_data(prepared: Prepared) -> DataSplits:
     """The data with the weights' normalisation, opened once."""
-    data = prepared.data or open_data(prepared.config, plugins, prepared.num_classes)
+    data = prepared.data
     pre = prepared.preprocessing
     config = prepared.config
     return data.with_transforms(

@@ -24,7 +24,7 @@ def evaluate_checkpoint(path: str, config: Config, plugins: Plugins) -> dict[str
     prepared = prepare(config, plugins, load_weights=False)
     fit_weights(prepared.model, prepared.anatomy, read_state(path), source=path, exact=True)
     device = pick_device(config.device)
-    data = model_data(prepared, plugins)
+    data = model_data(prepared)
     loader = DataLoader(data.val, batch_size=config.batch_size, num_workers=config.workers)
     model = prepared.model.to(device)
     task = plugins.tasks.get(config.task)

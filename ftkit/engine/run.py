@@ -107,7 +107,7 @@ def train(
     plan, model = prepared.plan, prepared.model
     task = plugins.tasks.get(config.task)
     monitor = config.monitor or task.monitor
-    data = model_data(prepared, plugins)
+    data = model_data(prepared)
     loss_fn, loss_note = make_loss(prepared, data, plugins)
     if loss_note:
         say(loss_note)

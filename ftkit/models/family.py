@@ -32,7 +32,6 @@ class NamedWeights:
 
     state: dict[str, Any]  # the library's state dict, as its own loader returned it
     source: str  # e.g. "torchvision MobileNet_V2_Weights.IMAGENET1K_V1 (/cache/file.pth)"
-    preprocessing: Preprocessing
 
 
 @dataclass(frozen=True)

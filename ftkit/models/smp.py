@@ -69,7 +69,7 @@ def named_weights(rest: str, tag: str) -> NamedWeights:
     settings = _settings(encoder, tag)
     what = f"smp encoder {encoder} '{tag}'"
     path = hub_file(settings["repo_id"], "model.safetensors", what, settings.get("revision"))
-    return NamedWeights(load_file(str(path)), f"{what} ({path})", preprocessing(rest, tag))
+    return NamedWeights(load_file(str(path)), f"{what} ({path})")
 
 
 def preprocessing(rest: str, tag: str | None) -> Preprocessing:

@@ -62,7 +62,7 @@ def named_weights(name: str, tag: str) -> NamedWeights:
         state = load_file(str(path))
     else:
         path, state = hub_checkpoint(cfg.url, what)
-    return NamedWeights(state, f"{what} ({path})", _preprocessing_of(cfg, what))
+    return NamedWeights(state, f"{what} ({path})")
 
 
 def preprocessing(name: str, tag: str | None) -> Preprocessing:

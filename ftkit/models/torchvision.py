@@ -60,9 +60,7 @@ def named_weights(name: str, tag: str) -> NamedWeights:
             state = member.get_state_dict(progress=False, weights_only=True)
     except OSError as exc:  # URLError, timeouts and DNS failures are OSErrors
         raise not_cached(what, _filename(member), folder, offline_reason(exc)) from None
-    return NamedWeights(
-        state, f"{what} ({folder / _filename(member)})", _preprocessing_of(member, what)
-    )
+    return NamedWeights(state, f"{what} ({folder / _filename(member)})")
 
 
 def preprocessing(name: str, tag: str | None) -> Preprocessing:

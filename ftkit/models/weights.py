@@ -110,7 +110,10 @@ class LoadReport:
     reinitialised: list[str] = field(default_factory=list)  # head tensors of another shape
     fresh: int = 0  # model tensors the file has none for (a new head or decoder)
     dropped: list[str] = field(default_factory=list)  # the file's classifier
-    head_is_new: bool = False
+
+    @property
+    def head_is_new(self) -> bool:
+        return bool(self.reinitialised or self.fresh)
 
     def line(self) -> str:
         parts = [f"{self.backbone} tensors into the backbone, {self.head} into the head"]
@@ -184,7 +187,6 @@ def fit_weights(
             report.backbone += 1
     report.reinitialised = shapes
     report.fresh = len(missing)
-    report.head_is_new = bool(shapes or missing)
     return report
 
 

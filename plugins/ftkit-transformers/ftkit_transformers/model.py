@@ -98,7 +98,6 @@ def build_model(rest: str, *, num_classes: int, task: str) -> TextClassifier:
 
 
 def pretrained_weights(rest: str, name: str) -> NamedWeights:
-    import ftkit
 
     if name != "pretrained":
         raise UsageError(
@@ -108,9 +107,7 @@ def pretrained_weights(rest: str, name: str) -> NamedWeights:
     path = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
     if path is None:
         raise UsageError(f"--weights pretrained: '{folder}' has none of {', '.join(WEIGHT_FILES)}")
-    return NamedWeights(
-        read_weights(path), f"hf:{rest} ({path.name})", ftkit.Preprocessing(mean=())
-    )
+    return NamedWeights(read_weights(path), f"hf:{rest} ({path.name})")
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
