@@ -8,6 +8,7 @@ from ftkit.anatomy import Anatomy, AnatomyProvider, Layer
 from ftkit.data import DataSplits
 from ftkit.data.builtin import Dataset
 from ftkit.engine.lifecycle import Run  # torch-free: what lifecycle hooks get
+from ftkit.engine.record import EpochRecord, Summary
 from ftkit.errors import PluginError, UsageError
 from ftkit.losses import Loss
 from ftkit.models.family import ModelFamily, NamedWeights, Preprocessing
@@ -23,6 +24,7 @@ __all__ = [
     "AnatomyProvider",
     "DataSplits",
     "Dataset",
+    "EpochRecord",
     "GroupSpec",
     "Layer",
     "Loss",
@@ -36,6 +38,7 @@ __all__ = [
     "Run",
     "StageSpec",
     "Strategy",
+    "Summary",
     "Task",
     "UsageError",
     "__version__",

@@ -110,7 +110,7 @@ def prepare(config: Config, plugins: Plugins, *, load_weights: bool = True) -> P
     data = open_data(config, plugins, config.num_classes)
     num_classes = config.num_classes or data.num_classes
     if class_weights:
-        from ftkit.losses import parse_class_weights
+        from ftkit.class_weights import parse_class_weights
 
         parse_class_weights(class_weights, num_classes)
     model = build_model(

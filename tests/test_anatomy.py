@@ -321,7 +321,7 @@ def crash(logits, target):
 
 @ftkit.hookimpl
 def ftkit_register_losses(register):
-    register("crash", lambda **kw: crash)
+    register(ftkit.Loss("crash", lambda **kw: crash))
 """
 
 TINY = ["--image-size", "32", "--num-samples", "16", "--batch-size", "4", "--epochs", "2"]

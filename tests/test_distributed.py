@@ -16,8 +16,8 @@ from torch import nn
 
 @ftkit.hookimpl
 def ftkit_register_models(register):
-    register("toy", lambda rest, *, num_classes, task: nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, num_classes, 1)))
+    register(ftkit.ModelFamily("toy", lambda rest, *, num_classes, task: nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, num_classes, 1))))
 """
 ARGS = [
     "run",

@@ -140,7 +140,7 @@ import ftkit
 
 @ftkit.hookimpl
 def ftkit_register_losses(register):
-    register("nan", lambda **kw: lambda logits, target: logits.sum() * float("nan"))
+    register(ftkit.Loss("nan", lambda **kw: lambda logits, target: logits.sum() * float("nan")))
 """
 
 

@@ -342,7 +342,7 @@ NULL_RECORD = {"epoch": 1, "train_loss": None, "val_iou_per_class": [0.5, None]}
 
 
 def test_metrics_rows_write_null_for_nan(tmp_path):
-    from ftkit.engine.run import append_jsonl
+    from ftkit.engine.rundir import append_jsonl
 
     append_jsonl(tmp_path / "m.jsonl", NAN_RECORD)
     assert strict_json((tmp_path / "m.jsonl").read_text()) == NULL_RECORD

@@ -39,7 +39,7 @@ def dots(*, task, image_size, num_samples, seed):
 
 @ftkit.hookimpl
 def ftkit_register_models(register):
-    register("toy", build_toy)
+    register(ftkit.ModelFamily("toy", build_toy))
 
 
 @ftkit.hookimpl
@@ -49,7 +49,7 @@ def ftkit_register_anatomies(register):
 
 @ftkit.hookimpl
 def ftkit_register_datasets(register):
-    register("dots", dots)
+    register(ftkit.Dataset("dots", dots))
 
 
 EVENTS = []

@@ -12,12 +12,8 @@ import torch.nn.functional as F
 from segmentation_models_pytorch.losses import DiceLoss
 
 from ftkit.errors import UsageError
-from ftkit.losses import (
-    build_loss,
-    class_weights,
-    parse_class_weights,
-    parse_loss,
-)
+from ftkit.class_weights import class_weights, parse_class_weights
+from ftkit.losses import build_loss, parse_loss
 
 NAMES = ["ce", "dice", "focal", "lovasz", "jaccard", "tversky"]
 SEG = {"task": "segmentation", "num_classes": 3, "ignore_index": 255}

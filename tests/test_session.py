@@ -26,8 +26,8 @@ from torch import nn
 
 @ftkit.hookimpl
 def ftkit_register_models(register):
-    register("toy", lambda rest, *, num_classes, task: nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, num_classes, 1)))
+    register(ftkit.ModelFamily("toy", lambda rest, *, num_classes, task: nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, num_classes, 1))))
 
 
 @ftkit.hookimpl

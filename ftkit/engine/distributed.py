@@ -114,6 +114,12 @@ def shutdown(world: World) -> None:
         dist.destroy_process_group()
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of an epoch's shuffle and augmentation: a function of (seed,
+    epoch) alone, so a resumed or replayed epoch draws exactly the same."""
+    return seed * 100_003 + epoch
+
+
 class EpochSampler(Sampler[int]):
     """A shuffle that is a function of (seed, epoch), able to start mid-epoch
     (a resumed run replays exactly the batches the interrupted one would
@@ -128,7 +134,7 @@ class EpochSampler(Sampler[int]):
         self.epoch, self.skip = epoch, skip
 
     def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         order = torch.randperm(self.size, generator=g)
         order = order[: len(order) - len(order) % self.world.size]  # equal shares
         return iter(order[self.world.rank :: self.world.size][self.skip :].tolist())

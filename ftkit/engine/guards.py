@@ -1,11 +1,23 @@
-"""Guards that watch training: gradient norms, non-finite steps, early
-stopping and (from a baseline) the LR diagnosis of seed 004."""
+"""Guards that watch training: gradient norms and non-finite steps inside an
+epoch; after it, the stoppers: early stopping and (from a baseline) the
+guard that reads the LR as too high or too low (docs/recipes.md, the loss
+switch). Every stopper answers ``check(record) -> reason | None`` and keeps
+its state in ``state_dict()``, so a resumed run decides as the killed one would.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ftkit.plugins.manager import hookimpl
+
+if TYPE_CHECKING:
+    from ftkit.config import Config
+    from ftkit.engine.lifecycle import Run
+    from ftkit.engine.record import EpochRecord
+    from ftkit.engine.state import RunState
 
 
 @dataclass
@@ -99,6 +111,13 @@ class EarlyStopping:
     def should_stop(self) -> bool:
         return self.patience is not None and self.bad_epochs >= self.patience
 
+    def check(self, record: EpochRecord) -> str | None:
+        self.update(record.epoch, record.val)
+        return "early-stopping" if self.should_stop else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 @dataclass
 class BaselineGuard:
@@ -119,6 +138,7 @@ class BaselineGuard:
     loss_still: float = 0.01  # and within 1% of the baseline loss
     history: list[tuple[float, float]] = field(default_factory=list)
     diagnosis: str = "pending"
+    monitor: str = "val_miou"
 
     def update(self, metric: float, loss: float) -> str | None:
         """Returns 'lr-too-high' when training must stop."""
@@ -139,3 +159,65 @@ class BaselineGuard:
         )
         self.diagnosis = "healthy" if moved else "lr-too-low"
         return None
+
+    def check(self, record: EpochRecord) -> str | None:
+        stop = self.update(record.val[self.monitor], record.val["val_loss"])
+        return "baseline-guard" if stop else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Stopper(Protocol):
+    def check(self, record: EpochRecord) -> str | None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+
+class Stoppers:
+    """A run's stoppers, as a lifecycle plugin: after each epoch the first
+    reason wins (the guard before early stopping, both before any plugin's
+    ``run.request_stop``); the best epoch is noted for ``best``. Their state
+    goes into the run's ``RunState`` and so into ``last``."""
+
+    def __init__(self, config: Config, monitor: str, state: RunState) -> None:
+        self.config, self.state = config, state
+        self.early = (
+            EarlyStopping(**state.stopper)
+            if state.stopper
+            else EarlyStopping(monitor, config.patience, config.min_delta)
+        )
+        self.guard = BaselineGuard(**state.guard) if state.guard else None
+        self.improved = False
+
+    def store(self) -> None:
+        """Their state into the run's, for ``last``."""
+        self.state.stopper = self.early.state_dict()
+        self.state.guard = self.guard.state_dict() if self.guard else None
+
+    @hookimpl
+    def ftkit_stage_start(self) -> None:
+        self.early.start_stage()  # patience counts within a stage (--patience)
+
+    @hookimpl(tryfirst=True)
+    def ftkit_epoch_end(self, run: Run, record: EpochRecord) -> None:
+        if not record.trained:  # the baseline: what the guard compares with
+            if self.config.guard:
+                monitor = self.early.monitor
+                self.guard = BaselineGuard(
+                    record.val[monitor],
+                    record.val["val_loss"],
+                    self.config.guard_epochs,
+                    self.config.guard_tolerance,
+                    monitor=monitor,
+                )
+            return
+        stoppers: list[Stopper] = [s for s in (self.guard, self.early) if s is not None]
+        reasons = [stopper.check(record) for stopper in stoppers]  # each sees every epoch
+        self.improved = self.early.best_epoch == record.epoch
+        if self.improved:
+            self.state.best = record.to_json()
+        for reason in reasons:
+            if reason:
+                run.request_stop(reason)
+                return

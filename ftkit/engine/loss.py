@@ -12,7 +12,8 @@ from ftkit.prepare import Prepared
 def make_loss(prepared: Prepared, data: Any, plugins: Plugins) -> tuple[Any, str | None]:
     """The loss, and the line that reports the class weights it uses (if any):
     the caller decides whether to print it (training does, eval's JSON must not)."""
-    from ftkit.losses import build_loss, class_weights, parse_class_weights
+    from ftkit.class_weights import class_weights, parse_class_weights
+    from ftkit.losses import build_loss
 
     weights, note = None, None
     if prepared.class_weights:

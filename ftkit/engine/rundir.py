@@ -1,6 +1,12 @@
 """The run directory: config.toml, plan.json, metrics.jsonl (a row per epoch),
 summary.json (written once the run finished), checkpoints/{last.pt,
-best.safetensors} and tb/. Under torchrun only rank 0 writes."""
+best.safetensors} and tb/. Under torchrun only rank 0 writes.
+
+Two lifecycle plugins write into it during a run: ``MetricsFile`` (first
+after each epoch) and ``Checkpoints`` (last after each epoch, so ``last``
+holds the state every other hook left; a row in metrics.jsonl is never
+behind its checkpoint, and a resume drops rows ahead of it).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ftkit.config import Config
 from ftkit.data import fingerprint, is_folder
@@ -17,6 +23,15 @@ from ftkit.engine import checkpoint as ckpt
 from ftkit.engine.console import Console
 from ftkit.engine.summary import json_text
 from ftkit.errors import UsageError
+from ftkit.plugins.manager import hookimpl
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import torch
+
+    from ftkit.engine.guards import Stoppers
+    from ftkit.engine.record import EpochRecord, Summary
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,45 @@ class RunDir:
     def write_summary(self, summary: dict[str, Any]) -> None:
         if self.main:
             (self.path / "summary.json").write_text(json_text(summary, indent=2) + "\n")
+
+
+class MetricsFile:
+    """metrics.jsonl, a row per epoch, and summary.json once the run finished."""
+
+    def __init__(self, out: RunDir) -> None:
+        self.out = out
+
+    @hookimpl(tryfirst=True)
+    def ftkit_epoch_end(self, record: EpochRecord) -> None:
+        self.out.append(record.to_json())
+
+    @hookimpl(tryfirst=True)
+    def ftkit_run_end(self, summary: Summary) -> None:
+        if summary.finished:  # summary.json marks a finished run: resumable ones have none
+            self.out.write_summary(summary.to_json())
+
+
+class Checkpoints:
+    """``last`` after every trained epoch, ``best`` when the stoppers saw the
+    monitored metric improve."""
+
+    def __init__(
+        self,
+        out: RunDir,
+        state: Callable[[], dict[str, Any]],
+        model: torch.nn.Module,
+        stoppers: Stoppers,
+    ) -> None:
+        self.out, self.state, self.model, self.stoppers = out, state, model, stoppers
+
+    @hookimpl(trylast=True)
+    def ftkit_epoch_end(self, record: EpochRecord) -> None:
+        if record.trained:
+            self.save(best=self.stoppers.improved)
+
+    def save(self, best: bool = False) -> None:
+        if self.out.main:  # other ranks hold the same weights: only rank 0 builds and writes
+            self.out.save(self.state(), self.model.state_dict() if best else None)
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:

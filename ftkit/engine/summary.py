@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from ftkit.engine.guards import BaselineGuard
+from ftkit.engine.record import Summary
 from ftkit.report import fmt_lr
 
 DIAGNOSES = {
@@ -81,30 +82,29 @@ def summarize(
     per_class: str,
     guard: BaselineGuard | None,
     lr: float,
-) -> dict[str, Any]:
-    summary: dict[str, Any] = {
-        "stop_reason": stop_reason,
-        "monitor": monitor,
-        "epochs_run": final["epoch"] if final else 0,
-        "final": final,
-        "best": best,
-        "class_names": class_names,
-        "label_counts": label_counts,
-        "rare_classes": rare_classes(label_counts, class_names),
-    }
-    if guard is not None:
-        summary["diagnosis"] = guard.diagnosis
-        summary["diagnosis_message"] = diagnosis_message(guard, monitor, lr)
-    if baseline is not None:
-        summary["baseline"] = baseline
-        if final is not None:
-            summary["delta"] = {monitor: final[monitor] - baseline[monitor]}
-            key = f"val_{per_class}"
-            summary["delta_per_class"] = {
-                name: _delta(f, b)
-                for name, f, b in zip(class_names, final[key], baseline[key], strict=True)
-            }
-    return summary
+) -> Summary:
+    compared: dict[str, Any] = {}
+    if baseline is not None and final is not None:
+        key = f"val_{per_class}"
+        compared["delta"] = {monitor: final[monitor] - baseline[monitor]}
+        compared["delta_per_class"] = {
+            name: _delta(f, b)
+            for name, f, b in zip(class_names, final[key], baseline[key], strict=True)
+        }
+    return Summary(
+        stop_reason=stop_reason,
+        monitor=monitor,
+        epochs_run=final["epoch"] if final else 0,
+        final=final,
+        best=best,
+        class_names=class_names,
+        label_counts=label_counts,
+        rare_classes=rare_classes(label_counts, class_names),
+        diagnosis=guard.diagnosis if guard else None,
+        diagnosis_message=diagnosis_message(guard, monitor, lr) if guard else None,
+        baseline=baseline,
+        **compared,
+    )
 
 
 def _delta(after: float, before: float) -> float | None:
@@ -112,11 +112,11 @@ def _delta(after: float, before: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-def summary_table(summary: dict[str, Any], per_class: str) -> str:
-    monitor = summary["monitor"]
+def summary_table(summary: Summary, per_class: str) -> str:
+    monitor = summary.monitor
     key = f"val_{per_class}"
-    names = ["baseline", "final", "best"] if summary.get("baseline") else ["final", "best"]
-    columns = [summary[name] for name in names]
+    names = ["baseline", "final", "best"] if summary.baseline else ["final", "best"]
+    columns = [getattr(summary, name) for name in names]
     if any(column is None for column in columns):
         return ""
     rows = [("", *names)]
@@ -126,8 +126,8 @@ def summary_table(summary: dict[str, Any], per_class: str) -> str:
 
     rows.append((monitor, *cells(lambda c: c.get(monitor))))
     rows.append(("val_loss", *cells(lambda c: c.get("val_loss"))))
-    rare = set(summary["rare_classes"])
-    for i, name in enumerate(summary["class_names"]):
+    rare = set(summary.rare_classes)
+    for i, name in enumerate(summary.class_names):
         label = f"{per_class[: -len('_per_class')]} {name}" + (" (rare)" if name in rare else "")
         rows.append((label, *cells(lambda c, i=i: c[key][i])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -138,10 +138,10 @@ def summary_table(summary: dict[str, Any], per_class: str) -> str:
         )
         for row in rows
     ]
-    if summary.get("delta_per_class"):
+    if summary.delta_per_class:
         deltas = ", ".join(
             f"{name} {_fmt(d, signed=True)}" + ("*" if name in rare else "")
-            for name, d in summary["delta_per_class"].items()
+            for name, d in summary.delta_per_class.items()
         )
         lines.append(f"change per class (final - baseline; * rare): {deltas}")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""TensorBoard logging: a built-in plugin on the engine's lifecycle hooks.
+"""TensorBoard logging: a lifecycle plugin that every run registers for itself.
 
 Writes to ``RUN_DIR/tb``: losses, every metric, IoU per class, LR per group,
 gradient-norm statistics, trainable parameters, stage changes, the plan as
@@ -11,78 +11,80 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ftkit.plugins.manager import hookimpl
 
-_writers: dict[int, Any] = {}
+if TYPE_CHECKING:
+    from ftkit.engine.lifecycle import Run
+    from ftkit.engine.record import EpochRecord, Summary
+    from ftkit.plan import Stage
 
 
-@hookimpl
-def ftkit_run_start(run):
-    from torch.utils.tensorboard import SummaryWriter
+class TensorBoard:
+    """A run's ``SummaryWriter``, as a lifecycle plugin registered for the run."""
 
-    # purge_step drops events a crashed run wrote after its last checkpoint,
-    # so a resumed run never logs a step twice or goes backwards.
-    writer = SummaryWriter(str(run.dir / "tb"), purge_step=run.start_epoch)
-    _writers[id(run)] = writer
-    if run.start_epoch <= 1:
-        plan = json.dumps(run.plan.to_json(), indent=2)
-        writer.add_text("plan", f"```\n{plan}\n```", 0)
+    writer: Any = None
+
+    @hookimpl
+    def ftkit_run_start(self, run: Run) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step drops events a crashed run wrote after its last checkpoint,
+        # so a resumed run never logs a step twice or goes backwards.
+        self.writer = SummaryWriter(str(run.dir / "tb"), purge_step=run.start_epoch)
+        if run.start_epoch <= 1:
+            plan = json.dumps(run.plan.to_json(), indent=2)
+            self.writer.add_text("plan", f"```\n{plan}\n```", 0)
+
+    @hookimpl
+    def ftkit_stage_start(self, run: Run, stage: Stage, index: int) -> None:
+        step = run.plan.epochs and sum(s.epochs for s in run.plan.stages[:index]) + 1
+        trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
+        self.writer.add_scalar("stage/index", index, step)
+        self.writer.add_scalar("params/trainable", trainable, step)
+        self.writer.add_text(
+            "stage", f"stage {index + 1} '{stage.name}': {trainable:,} trainable", step
+        )
+
+    @hookimpl
+    def ftkit_epoch_end(self, run: Run, record: EpochRecord) -> None:
+        for tag, value in scalars(record, run.class_names):
+            self.writer.add_scalar(tag, value, record.epoch)
+        if run.samples and len(run.mean) == 3:  # images (a text task has no mean)
+            self.writer.add_image(
+                "val/input|truth|prediction", panels(run), record.epoch, dataformats="CHW"
+            )
+        self.writer.flush()
+
+    @hookimpl
+    def ftkit_run_end(self, summary: Summary) -> None:
+        if self.writer is None:
+            return
+        if summary.diagnosis:
+            self.writer.add_text("diagnosis", summary.diagnosis, summary.epochs_run)
+        self.writer.add_text("stop_reason", summary.stop_reason, summary.epochs_run)
+        self.writer.close()
 
 
-@hookimpl
-def ftkit_stage_start(run, stage, index):
-    writer = _writers[id(run)]
-    step = run.plan.epochs and sum(s.epochs for s in run.plan.stages[:index]) + 1
-    trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
-    writer.add_scalar("stage/index", index, step)
-    writer.add_scalar("params/trainable", trainable, step)
-    writer.add_text("stage", f"stage {index + 1} '{stage.name}': {trainable:,} trainable", step)
-
-
-@hookimpl
-def ftkit_epoch_end(run, record):
-    writer = _writers[id(run)]
-    step = record["epoch"]
-    for tag, value in scalars(record, run.class_names):
-        writer.add_scalar(tag, value, step)
-    if run.samples and len(run.mean) == 3:  # images (a text task has no mean)
-        writer.add_image("val/input|truth|prediction", panels(run), step, dataformats="CHW")
-    writer.flush()
-
-
-@hookimpl
-def ftkit_run_end(run, summary):
-    writer = _writers.pop(id(run), None)
-    if writer is None:
-        return
-    if "diagnosis" in summary:
-        writer.add_text("diagnosis", summary["diagnosis"], summary.get("epochs_run", 0))
-    writer.add_text("stop_reason", summary["stop_reason"], summary.get("epochs_run", 0))
-    writer.close()
-
-
-def scalars(record: dict[str, Any], class_names: list[str]) -> list[tuple[str, float]]:
+def scalars(record: EpochRecord, class_names: list[str]) -> list[tuple[str, float]]:
     """The record's numbers as TensorBoard tags."""
-    out = []
-    for key, value in record.items():
-        if key in ("train_loss", "val_loss"):
-            out.append((f"loss/{key[:-5]}", value))
-        elif key.endswith("_per_class") and isinstance(value, list):
-            metric = key[4 : -len("_per_class")] if key.startswith("val_") else key
-            out += [
-                (f"{metric}_per_class/{name}", v)
-                for name, v in zip(class_names, value, strict=False)
-            ]
-        elif key == "lr":
-            out += [(f"lr/{name}", v) for name, v in value.items()]
-        elif key == "grad_norm":
-            out += [(f"grad_norm/{k}", v) for k, v in value.items()]
-        elif key.startswith("val_") and isinstance(value, float):
-            out.append((f"val/{key[4:]}", value))
-        elif key in ("seconds", "images_per_second", "skipped_steps"):
-            out.append((f"speed/{key}" if key != "skipped_steps" else "guard/skipped_steps", value))
+    out: list[tuple[str, Any]] = []
+    for name, value in record.metrics.items():
+        out.append(("loss/val", value) if name == "loss" else (f"val/{name}", value))
+    for metric, values in record.per_class.items():
+        out += [
+            (f"{metric}_per_class/{name}", v) for name, v in zip(class_names, values, strict=False)
+        ]
+    if record.trained:
+        out.append(("loss/train", record.train_loss))
+        out += [(f"lr/{name}", v) for name, v in record.lr.items()]
+        out += [(f"grad_norm/{k}", v) for k, v in record.grad_norm.items()]
+        out += [
+            ("speed/seconds", record.seconds),
+            ("speed/images_per_second", record.images_per_second),
+            ("guard/skipped_steps", record.skipped_steps),
+        ]
     return [
         (tag, float(v))
         for tag, v in out

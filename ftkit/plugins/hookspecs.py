@@ -24,7 +24,7 @@ Lifecycle hooks run inside ``ftkit run``, on the main process only.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
     from ftkit.anatomy import AnatomyProvider
     from ftkit.data.builtin import Dataset
-    from ftkit.engine.run import Run
+    from ftkit.engine.lifecycle import Run
+    from ftkit.engine.record import EpochRecord, Summary
     from ftkit.losses import Loss
     from ftkit.models.family import ModelFamily
     from ftkit.optimizers import Optimizer
@@ -184,21 +185,28 @@ def ftkit_stage_start(run: Run, stage: Stage, index: int) -> None:
 
 
 @hookspec
-def ftkit_epoch_end(run: Run, record: dict[str, Any]) -> None:
+def ftkit_epoch_end(run: Run, record: EpochRecord) -> None:
     """Called after each epoch's validation with the epoch's record.
 
-    ``record`` is the line written to ``metrics.jsonl``: stage, epoch, train
-    loss, validation metrics, LR per group, gradient-norm statistics and
-    seconds. Epoch 0 is the baseline evaluation when training starts from a
-    checkpoint. Adaptive plugins react here and may call
-    ``run.request_stop(reason)`` to end training after this epoch.
+    ``record`` is an ``ftkit.EpochRecord``: stage, epoch, train loss, the
+    validation figures (``record.val``, ``record.metrics``,
+    ``record.per_class``), LR per group, gradient-norm statistics and
+    seconds; ``record.to_json()`` is the line written to ``metrics.jsonl``,
+    and ``record["val_miou"]`` reads that line. Epoch 0 is the baseline
+    evaluation when training starts from a checkpoint (``record.trained`` is
+    False). Adaptive plugins react here and may call
+    ``run.request_stop(reason)`` to end training after this epoch; the run's
+    own plugins write ``metrics.jsonl`` before every other implementation
+    and ``last`` after them.
     """
 
 
 @hookspec
-def ftkit_run_end(run: Run, summary: dict[str, Any]) -> None:
-    """Called exactly once however the run ends, with the summary: its
+def ftkit_run_end(run: Run, summary: Summary) -> None:
+    """Called exactly once however the run ends, with the ``ftkit.Summary``
+    (``summary.to_json()`` is ``summary.json``): its
     ``stop_reason`` is ``completed``, ``early-stopping``, ``baseline-guard``,
     ``non-finite``, a plugin's own reason, ``interrupted`` (SIGINT/SIGTERM;
     the run stays resumable and no ``summary.json`` is written) or ``error``
-    (an exception, raised again after the hook). Loggers close here."""
+    (an exception, raised again after the hook). Loggers close here;
+    ``summary.finished`` is False for the last two."""

@@ -52,7 +52,6 @@ BUILTIN_PLUGINS = (
     "ftkit.data.builtin",
     "ftkit.tasks",
     "ftkit.optimizers",
-    "ftkit.loggers.tensorboard",
 )
 
 __all__ = ["BUILTIN_PLUGINS", "Kind", "PluginInfo", "Plugins", "hookimpl"]
