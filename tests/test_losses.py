@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from segmentation_models_pytorch.losses import DiceLoss
 
-from ftkit.errors import UsageError
 from ftkit.class_weights import class_weights, parse_class_weights
+from ftkit.errors import UsageError
 from ftkit.losses import build_loss, parse_loss
 
 NAMES = ["ce", "dice", "focal", "lovasz", "jaccard", "tversky"]

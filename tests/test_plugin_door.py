@@ -141,8 +141,7 @@ def {hook}(register):
         (
             "ftkit_register_models",
             "'oops'",
-            "a str in ftkit_register_models; "
-            "expected an ftkit.ModelFamily or a (name, callable) pair",
+            "a str in ftkit_register_models; expected an ftkit.ModelFamily",
         ),
         (
             "ftkit_register_anatomies",
@@ -152,15 +151,19 @@ def {hook}(register):
         (
             "ftkit_register_losses",
             "Strategy('s', '', print)",
-            "a Strategy in "
-            "ftkit_register_losses; expected an ftkit.Loss or a (name, callable) pair",
+            "a Strategy in ftkit_register_losses; expected an ftkit.Loss",
         ),
         ("ftkit_register_losses", "'ce2', 3", "2 arguments in ftkit_register_losses"),
         (
+            "ftkit_register_models",
+            "'toy', print",
+            "2 arguments in ftkit_register_models; "
+            "expected an ftkit.ModelFamily (register(ftkit.ModelFamily('toy', ...)))",
+        ),
+        (
             "ftkit_register_datasets",
             "'oops'",
-            "a str in ftkit_register_datasets; "
-            "expected an ftkit.Dataset or a (name, callable) pair",
+            "a str in ftkit_register_datasets; expected an ftkit.Dataset",
         ),
         (
             "ftkit_register_tasks",

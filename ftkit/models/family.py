@@ -52,8 +52,3 @@ class ModelFamily:
     named_weights: Callable[[str, str], NamedWeights] | None = None
     preprocessing: Callable[[str, str | None], Preprocessing] | None = None
     convert: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
-
-
-def as_family(name: str, value: Any) -> ModelFamily:
-    """Third-party plugins may still register ``(prefix, builder)``."""
-    return value if isinstance(value, ModelFamily) else ModelFamily(name, value)

@@ -4,18 +4,17 @@ A plugin is a module (or any object) with functions marked ``@ftkit.hookimpl``
 whose names match the hooks below. It may implement any subset, and may omit
 arguments it does not need. A marked function whose name is no hook (a typo
 such as ``ftkit_register_strategy``) is an error naming the plugin. Built-in
-strategies, models, anatomies, losses, datasets, tasks, optimizers and the
-TensorBoard logger are plugins too, registered through these same hooks.
+strategies, models, anatomies, losses, datasets, tasks and optimizers are
+plugins too, registered through these same hooks.
 
 Registration hooks receive a ``register`` callback and hand it one frozen
 object per thing, of the hook's own type (all importable from ``ftkit``):
 ``Strategy``, ``ModelFamily``, ``AnatomyProvider``, ``Loss``, ``Dataset``,
 ``Task``, ``Optimizer``. Anything else is an error naming the plugin, the hook
-and the type expected. One older form is still accepted, for models, losses and
-datasets only: ``register(name, callable)``, wrapped as ``ModelFamily(name,
-build)``, ``Loss(name, factory)`` or ``Dataset(name, factory)``. Registration
-hooks run once per process, when the registry of that kind is first needed.
-Lifecycle hooks run inside ``ftkit run``, on the main process only.
+and the type expected. Registration hooks run once per process, when the
+registry of that kind is first needed. Lifecycle hooks run inside ``ftkit
+run``, on the main process only; each run also registers its own plugins for
+them (console, metrics.jsonl, TensorBoard, stoppers, checkpoints).
 
 ``FTKIT_TRACE_PLUGINS=1`` traces every hook call to stderr.
 
@@ -75,8 +74,8 @@ def ftkit_register_models(register: Callable[[ModelFamily], None]) -> None:
     callables let ``--weights NAME`` (``imagenet``, a library's own names)
     come from the library's cache, give the weights' normalisation and input
     size, and convert foreign checkpoint keys; see ``ftkit.models.family``.
-    ``register(prefix, build)`` still works for a family without pretrained
-    weights (wrapped as ``ModelFamily(prefix, build)``). ``task`` is the task's
+    ``ModelFamily(prefix, build)`` is a whole family without pretrained
+    weights. ``task`` is the task's
     ``targets``: 'segmentation' or 'classification'. Built-ins: ``tv``
     (torchvision), ``timm`` and ``smp`` (segmentation-models-pytorch,
     ``smp:ARCH:ENCODER``).
@@ -108,7 +107,6 @@ def ftkit_register_losses(register: Callable[[Loss], None]) -> None:
     ``class_weights``, ``label_smoothing``; all when absent), ``params`` (what
     a spec such as ``tversky(alpha=0.3)`` may set), ``segmentation_only`` and
     ``soft_targets`` (takes (N, C) class probabilities as targets).
-    ``register(name, factory)`` still works (wrapped as ``Loss(name, factory)``).
     """
 
 
@@ -120,8 +118,7 @@ def ftkit_register_datasets(register: Callable[[Dataset], None]) -> None:
     image_size=..., num_samples=..., seed=...)`` returns an
     ``ftkit.data.DataSplits`` with the train and validation datasets and the
     class names. ``task`` is the task's ``targets`` ('segmentation' or
-    'classification'). ``register(name, factory)`` still works (wrapped as
-    ``Dataset(name, factory)``).
+    'classification').
     """
 
 

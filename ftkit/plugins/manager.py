@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import metadata
@@ -26,7 +26,7 @@ from ftkit.anatomy import AnatomyProvider
 from ftkit.data.builtin import Dataset
 from ftkit.errors import PluginError, did_you_mean
 from ftkit.losses import Loss
-from ftkit.models.family import ModelFamily, as_family
+from ftkit.models.family import ModelFamily
 from ftkit.optimizers import TIMM, Optimizer
 from ftkit.plugins import hookspecs
 from ftkit.plugins.hookspecs import hookimpl
@@ -59,25 +59,19 @@ __all__ = ["BUILTIN_PLUGINS", "Kind", "PluginInfo", "Plugins", "hookimpl"]
 
 @dataclass(frozen=True)
 class Kind(Generic[T]):
-    """One registration hook: the type it takes, and the older ``(name,
-    callable)`` form it still wraps (models, losses, datasets only)."""
+    """One registration hook and the one type it takes."""
 
     hook: str
     noun: str
     type: type[T]
-    legacy: Callable[[str, Any], T] | None = None
     fallback: Fallback[T] | None = None
-
-    def expected(self) -> str:
-        pair = " or a (name, callable) pair" if self.legacy else ""
-        return f"an ftkit.{self.type.__name__}{pair}"
 
 
 STRATEGIES = Kind("ftkit_register_strategies", "strategy", Strategy)
-MODELS = Kind("ftkit_register_models", "model family", ModelFamily, as_family)
+MODELS = Kind("ftkit_register_models", "model family", ModelFamily)
 ANATOMIES = Kind("ftkit_register_anatomies", "anatomy", AnatomyProvider)
-LOSSES = Kind("ftkit_register_losses", "loss", Loss, Loss)
-DATASETS = Kind("ftkit_register_datasets", "dataset", Dataset, Dataset)
+LOSSES = Kind("ftkit_register_losses", "loss", Loss)
+DATASETS = Kind("ftkit_register_datasets", "dataset", Dataset)
 TASKS = Kind("ftkit_register_tasks", "task", Task)
 OPTIMIZERS = Kind("ftkit_register_optimizers", "optimizer", Optimizer, fallback=TIMM)
 
@@ -192,20 +186,15 @@ class Plugins:
         return registry
 
     def _typed(self, kind: Kind[T], args: tuple[Any, ...], plugin: str) -> T:
-        """The one object a registration hands over, or the older pair wrapped."""
+        """The one object a registration hands over, of the hook's own type."""
         if len(args) == 1 and isinstance(args[0], kind.type):
             return args[0]
-        if (
-            kind.legacy is not None
-            and len(args) == 2
-            and isinstance(args[0], str)
-            and callable(args[1])
-        ):
-            return kind.legacy(*args)
         got = f"a {type(args[0]).__name__}" if len(args) == 1 else f"{len(args)} arguments"
+        wrap = f"ftkit.{kind.type.__name__}"
+        if len(args) == 2 and isinstance(args[0], str):  # the (name, callable) of older ftkit
+            wrap += f" (register({wrap}({args[0]!r}, ...)))"
         raise PluginError(
-            f"plugin {self.describe(plugin)} registered {got} in {kind.hook}; "
-            f"expected {kind.expected()}"
+            f"plugin {self.describe(plugin)} registered {got} in {kind.hook}; expected an {wrap}"
         )
 
     @cached_property
