@@ -22,6 +22,7 @@ from ftkit.config import (
     check_output_dir,
     check_output_file,
     field_type,
+    flag_of,
     load_file,
     option_fields,
     run_dir_of,
@@ -55,7 +56,7 @@ def run_options(
     for f in reversed(option_fields()):
         if only is not None and f.name not in only:
             continue
-        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        flag = flag_of(f)
         envvar = "FTKIT_" + flag.lstrip("-").replace("-", "_").upper()
         kind = field_type(f)
         default = f.default

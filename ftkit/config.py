@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import math
 import os
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -21,7 +20,8 @@ import tomllib
 
 from ftkit.data import augment as augment_spec
 from ftkit.data import is_folder
-from ftkit.errors import UsageError, did_you_mean
+from ftkit.errors import UsageError
+from ftkit.options import Option, non_negative, positive
 
 # By a task's targets: a plugin's task gets the default of the labels it uses.
 DEFAULT_MODELS = {"segmentation": "smp:unet:resnet18", "classification": "tv:resnet18"}
@@ -29,16 +29,8 @@ DEFAULT_IMAGE_SIZE = 64
 DATA_FINGERPRINT = "data_fingerprint"  # a config.toml key, written by to_toml
 
 
-def _positive(v: Any) -> str | None:
-    return None if v > 0 else "must be > 0"
-
-
 def _at_least_one(v: Any) -> str | None:
     return None if v >= 1 else "must be at least 1"
-
-
-def _non_negative(v: Any) -> str | None:
-    return None if v >= 0 else "must be >= 0"
 
 
 def _fraction(v: float) -> str | None:
@@ -123,13 +115,13 @@ class Config:
         None,
         "MixUp alpha, e.g. 0.2: blends pairs of training images and their labels "
         "(classification; needs a loss that takes soft targets, ce)",
-        check=_positive,
+        check=positive,
     )
     cutmix: float | None = opt(
         None,
         "CutMix alpha, e.g. 1.0: pastes a box of one training image into another, labels "
         "by area; with --mixup, each batch gets one of the two at random",
-        check=_positive,
+        check=positive,
     )
     strategy: str = opt("two-stage", "fine-tuning strategy (see 'ftkit strategies')")
     lr: float = opt(
@@ -157,11 +149,9 @@ class Config:
     )
     accumulate: int = opt(1, "gradient accumulation steps", check=_at_least_one)
     amp: str = opt("off", "mixed precision", choices=("off", "bf16", "fp16"))
-    clip_grad_norm: float | None = opt(
-        None, "clip the total gradient norm to this", check=_positive
-    )
+    clip_grad_norm: float | None = opt(None, "clip the total gradient norm to this", check=positive)
     grad_norm_alert: float = opt(
-        10.0, "warn when the gradient norm stays above this", check=_positive
+        10.0, "warn when the gradient norm stays above this", check=positive
     )
     max_nonfinite_steps: int = opt(
         5, "stop after this many non-finite steps in a row", check=_at_least_one
@@ -175,7 +165,7 @@ class Config:
         "starts, measured from the stage's first epoch [default: off]",
         check=_at_least_one,
     )
-    min_delta: float = opt(0.0, "smallest change that counts as improvement", check=_non_negative)
+    min_delta: float = opt(0.0, "smallest change that counts as improvement", check=non_negative)
     start_from: str | None = opt(
         None, "start from a converged checkpoint (weights only)", flag="--from"
     )
@@ -186,7 +176,7 @@ class Config:
     )
     seed: int = opt(0, "random seed", check=_seed)
     device: str = opt("auto", "cpu, cuda, cuda:N, mps or auto", trains=False)
-    workers: int = opt(0, "data-loader worker processes", check=_non_negative, trains=False)
+    workers: int = opt(0, "data-loader worker processes", check=non_negative, trains=False)
     channels_last: bool = opt(
         False,
         "channels-last memory format (faster convolutions on recent GPUs with AMP)",
@@ -251,6 +241,25 @@ def field_type(f: Any) -> type:
     hint = _hints()[f.name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if args else hint
+
+
+def flag_of(f: Any) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def option_of(f: Any) -> Option:
+    """A ``Config`` field as the ``Option`` that parses and checks its values."""
+    meta = f.metadata
+    return Option(
+        f.name,
+        field_type(f),
+        f.default,
+        meta["help"],
+        meta["check"],
+        meta["choices"],
+        flag=flag_of(f),
+        convert=meta["parse"],
+    )
 
 
 def load_file(path: str) -> dict[str, Any]:
@@ -339,41 +348,9 @@ def build_config(
     values = {}
     for f in option_fields():
         if f.name in merged:
-            values[f.name] = check_value(f, merged[f.name], where)
+            values[f.name] = option_of(f).parse(merged[f.name], where)
     options = {k.replace("-", "_"): v for k, v in {**file_strategy, **strategy_options}.items()}
     return replace(Config(**values), strategy_options=options, plugins=plugins)
-
-
-def check_value(f: Any, value: Any, where: str) -> Any:
-    flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-    kind = field_type(f)
-    if value is None:
-        return None
-    parse = f.metadata.get("parse")
-    if parse:
-        try:
-            return parse(value)
-        except ValueError as exc:
-            raise UsageError(f"{flag}: {exc}") from None
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if kind is bool and isinstance(value, str):
-        value = {"true": True, "1": True, "false": False, "0": False}.get(value.lower(), value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise UsageError(f"{flag}: expected {kind.__name__}, got {value!r} ({where})")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise UsageError(f"{flag}: must be a finite number, got {value!r}")
-    choices = f.metadata.get("choices")
-    if choices and value not in choices:
-        raise UsageError(
-            f"{flag}: must be one of {', '.join(choices)}, got {value!r}"
-            f"{did_you_mean(str(value), choices)}"
-        )
-    check = f.metadata.get("check")
-    problem = check(value) if check else None
-    if problem:
-        raise UsageError(f"{flag}: {problem}, got {value!r}")
-    return value
 
 
 def _toml_value(value: Any) -> str:

@@ -27,30 +27,40 @@ def fraction(value: Any) -> str | None:
 
 @dataclass(frozen=True)
 class Option:
+    """One typed option. The run's (``Config``'s fields, named by their
+    ``flag`` in errors) and each strategy's (``-o KEY=VALUE``) are parsed and
+    checked by this one ``parse``."""
+
     name: str
     type: type
     default: Any
     help: str
     check: Check | None = None
     choices: tuple[str, ...] | None = None
+    flag: str | None = None  # a run option's flag (--lr): errors name it
+    convert: Callable[[Any], Any] | None = None  # a parser of its own; ValueError on bad input
 
     def parse(self, raw: Any, where: str) -> Any:
-        """Turn a string (CLI) or TOML value into this option's type, checked."""
+        """Turn a string (CLI, environment) or TOML value into this option's type, checked."""
+        label = f"{self.flag}:" if self.flag else f"{where}: option '{self.name}'"
+        if self.convert is not None:
+            try:
+                return self.convert(raw)
+            except ValueError as exc:
+                raise UsageError(f"{label} {exc}") from None
         value = _convert(raw, self.type)
         if value is None:
-            raise UsageError(
-                f"{where}: option '{self.name}' expects {self.type.__name__}, got {raw!r}"
-            )
+            raise UsageError(f"{label} expected {self.type.__name__}, got {raw!r}")
         if isinstance(value, float) and not math.isfinite(value):
-            raise UsageError(f"{where}: option '{self.name}' must be a finite number, got {raw!r}")
+            raise UsageError(f"{label} must be a finite number, got {raw!r}")
         if self.choices and value not in self.choices:
             raise UsageError(
-                f"{where}: option '{self.name}' must be one of {', '.join(self.choices)}, "
+                f"{label} must be one of {', '.join(self.choices)}, "
                 f"got {raw!r}{did_you_mean(str(value), self.choices)}"
             )
         problem = self.check(value) if self.check else None
         if problem:
-            raise UsageError(f"{where}: option '{self.name}' {problem}, got {raw!r}")
+            raise UsageError(f"{label} {problem}, got {raw!r}")
         return value
 
     def describe(self) -> dict[str, Any]:

@@ -81,3 +81,14 @@ def test_resolved_config_round_trips(tmp_path):
     (tmp_path / "config.toml").write_text(config.to_toml())
     again = build_config(load_file(str(tmp_path / "config.toml")), {}, {}, ())
     assert again == config
+
+
+def test_run_options_and_strategy_options_read_values_alike():
+    # One Option.parse for both: the same words for booleans, the same checks.
+    from ftkit.options import Option
+
+    assert build_config({"guard": "no"}, {}, {}, ()).guard is False
+    assert build_config({"channels_last": "on"}, {}, {}, ()).channels_last is True
+    assert Option("x", bool, False, "").parse("on", "test") is True
+    with pytest.raises(UsageError, match="--guard: expected bool, got 'maybe'"):
+        build_config({"guard": "maybe"}, {}, {}, ())
