@@ -4,7 +4,6 @@ The public facade for plugin authors: the hook marker and one typed object per
 registration hook. Importing ftkit stays cheap (no torch).
 """
 
-from ftkit.anatomy import Anatomy, AnatomyProvider, Layer
 from ftkit.data import DataSplits
 from ftkit.data.builtin import Dataset
 from ftkit.engine.lifecycle import Run  # torch-free: what lifecycle hooks get
@@ -13,9 +12,10 @@ from ftkit.errors import PluginError, UsageError
 from ftkit.losses import Loss
 from ftkit.models.family import ModelFamily, NamedWeights, Preprocessing
 from ftkit.optimizers import Optimizer
-from ftkit.options import Option
+from ftkit.plan.anatomy import Anatomy, AnatomyProvider, Layer
+from ftkit.plan.options import Option
+from ftkit.plan.strategy import GroupSpec, PlanRequest, StageSpec, Strategy
 from ftkit.plugins.hookspecs import hookimpl
-from ftkit.strategy import GroupSpec, PlanRequest, StageSpec, Strategy
 from ftkit.tasks import Task
 
 __version__ = "0.1.0"

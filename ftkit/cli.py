@@ -28,7 +28,7 @@ from ftkit.config import (
     run_dir_of,
 )
 from ftkit.errors import FtkitError, UsageError
-from ftkit.options import parse_assignments
+from ftkit.plan.options import parse_assignments
 from ftkit.plugins.manager import Plugins
 
 # What eval needs: the model, the data and how to read it, and where to compute. The
@@ -167,8 +167,8 @@ PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 )
 def plan(config_file, assignments, plugin_modules, as_json, plot, **values):
     """Print the plan that 'ftkit run' would execute, and its LR warnings."""
+    from ftkit.plan.report import plan_table
     from ftkit.prepare import prepare_run
-    from ftkit.report import plan_table
 
     config = make_config(config_file, assignments, plugin_modules, values)
     if plot:
@@ -177,7 +177,7 @@ def plan(config_file, assignments, plugin_modules, as_json, plot, **values):
     # The same checks as 'ftkit run': what run would refuse, plan refuses.
     prepared = prepare_run(config, plugins)
     if plot:
-        from ftkit.report import plot_plan
+        from ftkit.plan.report import plot_plan
 
         steps = _steps_per_epoch(prepared)
         plot_plan(prepared.plan, steps, plot)

@@ -21,7 +21,7 @@ import tomllib
 from ftkit.data import augment as augment_spec
 from ftkit.data import is_folder
 from ftkit.errors import UsageError
-from ftkit.options import Option, non_negative, positive
+from ftkit.plan.options import Option, non_negative, positive
 
 # By a task's targets: a plugin's task gets the default of the labels it uses.
 DEFAULT_MODELS = {"segmentation": "smp:unet:resnet18", "classification": "tv:resnet18"}
@@ -176,6 +176,13 @@ class Config:
     )
     seed: int = opt(0, "random seed", check=_seed)
     device: str = opt("auto", "cpu, cuda, cuda:N, mps or auto", trains=False)
+    save_every: int = opt(
+        1,
+        "write the resumable checkpoint 'last' every N epochs (and when the run stops); "
+        "a resume replays the epochs since",
+        check=_at_least_one,
+        trains=False,
+    )
     workers: int = opt(0, "data-loader worker processes", check=non_negative, trains=False)
     channels_last: bool = opt(
         False,

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftkit.anatomy import Anatomy, anatomy_of
 from ftkit.config import DEFAULT_IMAGE_SIZE, DEFAULT_MODELS, Config
 from ftkit.errors import UsageError
 from ftkit.models.family import Preprocessing
-from ftkit.options import resolve_options
 from ftkit.plan import Plan, make_plan
-from ftkit.strategy import PlanRequest, Strategy
+from ftkit.plan.anatomy import Anatomy, anatomy_of
+from ftkit.plan.options import resolve_options
+from ftkit.plan.strategy import PlanRequest, Strategy
 
 if TYPE_CHECKING:
     from torch import nn

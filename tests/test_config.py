@@ -85,7 +85,7 @@ def test_resolved_config_round_trips(tmp_path):
 
 def test_run_options_and_strategy_options_read_values_alike():
     # One Option.parse for both: the same words for booleans, the same checks.
-    from ftkit.options import Option
+    from ftkit.plan.options import Option
 
     assert build_config({"guard": "no"}, {}, {}, ()).guard is False
     assert build_config({"channels_last": "on"}, {}, {}, ()).channels_last is True

@@ -7,7 +7,7 @@ import json
 EXTENSION = '''
 import json
 import ftkit
-from ftkit.anatomy import AnatomyProvider, from_prefixes
+from ftkit.plan.anatomy import AnatomyProvider, from_prefixes
 
 
 class Toy:

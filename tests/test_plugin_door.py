@@ -117,7 +117,7 @@ def test_trace_plugins_writes_hook_calls_to_stderr(ftkit):
 
 WRONG = """
 import ftkit
-from ftkit.strategy import Strategy
+from ftkit.plan.strategy import Strategy
 
 @ftkit.hookimpl
 def {hook}(register):

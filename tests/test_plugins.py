@@ -12,7 +12,7 @@ from conftest import one_line_error
 
 STRATEGY_PLUGIN = """
 import ftkit
-from ftkit.strategy import group, single_stage
+from ftkit.plan.strategy import group, single_stage
 
 @ftkit.hookimpl
 def ftkit_register_strategies(register):

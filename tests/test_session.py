@@ -37,6 +37,14 @@ def ftkit_epoch_end(run, record):
         os.kill(os.getpid(), signal.SIGINT)
     if record["epoch"] == 1 and how == "raise":
         raise RuntimeError("a plugin failed")
+    if record["epoch"] == 3 and how == "stop":
+        run.request_stop("enough")
+    if os.environ.get("LAST_LOG"):  # the epoch `last` holds (it is written after this hook)
+        from ftkit.engine.checkpoint import load_state
+        last = run.dir / "checkpoints" / "last.pt"
+        epoch = load_state(last)["run"]["epoch"] if last.exists() else None
+        with open(os.environ["LAST_LOG"], "a") as fh:
+            fh.write(json.dumps(epoch) + "\\n")
 
 
 @ftkit.hookimpl
@@ -113,6 +121,23 @@ def test_run_end_hears_how_the_run_ended(ftkit, tmp_path, how, code, reason):
         assert "resume with: ftkit run --resume run" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "how, held, final", [("", [None, None, 2, 2, 4], 5), ("stop", [None, None, 2], 3)]
+)
+def test_save_every_writes_last_every_n_epochs_and_when_the_run_stops(
+    ftkit, tmp_path, how, held, final
+):
+    from ftkit.engine.checkpoint import load_state
+
+    (tmp_path / "ender.py").write_text(PLUGIN)
+    log = tmp_path / "last.jsonl"
+    env = {"END_HOW": how, "END_LOG": str(tmp_path / "ends.jsonl"), "LAST_LOG": str(log)}
+    result = ftkit(*RUN, "--epochs", "5", "--save-every", "2", "--out", "run", env=env)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line) for line in log.read_text().splitlines()] == held
+    assert load_state(tmp_path / "run/checkpoints/last.pt")["run"]["epoch"] == final
+
+
 def test_steps_per_epoch_counts_optimizer_steps():
     assert steps_per_epoch(50, 4) == 12
     assert steps_per_epoch(50, 4, accumulate=2) == 6  # the partial 7th step is dropped
@@ -120,16 +145,16 @@ def test_steps_per_epoch_counts_optimizer_steps():
 
 
 def test_plan_plot_draws_the_steps_that_training_takes(tmp_path, monkeypatch):
-    import ftkit.report
+    import ftkit.plan.report
     from ftkit.cli import main
 
     drawn: list[int] = []
 
     def plot_plan(plan, steps, path):
-        figure = ftkit.report.plan_figure(plan, steps)
+        figure = ftkit.plan.report.plan_figure(plan, steps)
         drawn.append(max(len(line.get_xdata()) for line in figure.axes[0].get_lines()))
 
-    monkeypatch.setattr(ftkit.report, "plot_plan", plot_plan)
+    monkeypatch.setattr(ftkit.plan.report, "plot_plan", plot_plan)
     monkeypatch.chdir(tmp_path)
     args = ["plan", "--epochs", "2", "--strategy", "full", *TINY, "--num-samples", "64"]
     main([*args, "--plot", "one.png"])

@@ -5,7 +5,10 @@
 Each figure is a ratio measured side by side in this one run, on this
 machine, so that machine speed cancels out:
 
-- overhead: s/epoch of `ftkit run` / a plain PyTorch loop doing the same work
+- overhead: s/epoch of `ftkit run` / a plain PyTorch loop doing the same work,
+            and / a Lightning Trainer doing it (with its default checkpoint,
+            whose cost is Lightning / Lightning without it); needs the
+            `bench` extra, else that reference is skipped
 - frozen:   s/epoch of two-stage's stage 1 (encoder frozen) / a full epoch
 - memory:   peak RSS of `freeze` and `two-stage` / `full`
 - metrics:  share of evaluation time spent accumulating metrics
@@ -31,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_overhead import ftkit_epochs, plain_epochs  # noqa: E402
+from bench_overhead import overhead  # noqa: E402
 from bench_startup import COMMANDS, median_seconds  # noqa: E402
 
 from ftkit.config import Config  # noqa: E402
@@ -183,16 +186,7 @@ def main() -> int:
     }
 
     if "overhead" in only:
-        plain, ours = [], []
-        overhead_config = replace(base, strategy="full", epochs=epochs + 1)
-        for _ in range(2):  # alternate, so noise hits both
-            plain += plain_epochs(overhead_config)[1:]
-            ours += ftkit_epochs(overhead_config)[1:]
-        results["overhead"] = {
-            "plain_s_per_epoch": statistics.median(plain),
-            "ftkit_s_per_epoch": statistics.median(ours),
-            "ratio": statistics.median(ours) / statistics.median(plain),
-        }
+        results["overhead"] = overhead(replace(base, strategy="full", epochs=epochs + 1))
     if "frozen" in only:
         results["frozen"] = frozen_ratio(base, epochs)
     if "memory" in only:
@@ -217,6 +211,23 @@ def main() -> int:
                 "<= 1.02",
             )
         )
+        if "ftkit_over_lightning" in o:
+            rows.append(
+                (
+                    "engine overhead, ftkit / Lightning (default checkpoint) s per epoch",
+                    f"{o['ftkit_over_lightning']:.3f} ({o['ftkit_s_per_epoch']:.2f} / "
+                    f"{o['lightning_s_per_epoch']:.2f} s)",
+                    "",
+                )
+            )
+            rows.append(
+                (
+                    "Lightning's checkpoint, with / without s per epoch",
+                    f"{o['lightning_over_no_checkpoint']:.3f} ({o['lightning_s_per_epoch']:.2f}"
+                    f" / {o['lightning_no_checkpoint_s_per_epoch']:.2f} s)",
+                    "",
+                )
+            )
     if "frozen" in results:
         f = results["frozen"]
         rows.append(

@@ -24,47 +24,19 @@ from ftkit.plan import Stage
 
 @dataclass(frozen=True)
 class Split:
+    """A model as trunk then head; a model family's ``split`` says how."""
+
     trunk: nn.Module
     trunk_forward: Callable[[torch.Tensor], Any]
     head: Callable[[Any], torch.Tensor]
     trunk_params: frozenset[str]
 
 
-def split_model(model: Any) -> Split | None:
-    """The model as trunk then head, for the families ftkit knows."""
-    import torchvision.models as tvm
-
-    if (
-        type(model).__module__.startswith("segmentation_models_pytorch.")
-        and getattr(model, "classification_head", None) is None
-    ):
-        return Split(
-            model.encoder,
-            model.encoder,
-            lambda f: model.segmentation_head(model.decoder(f)),
-            _params(model, "encoder"),
-        )
-    if isinstance(model, tvm.ResNet):
-
-        def resnet_trunk(x: torch.Tensor) -> torch.Tensor:
-            m = model
-            x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
-            x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
-            return torch.flatten(m.avgpool(x), 1)
-
-        return Split(model, resnet_trunk, model.fc, _all_but(model, "fc"))
-    if hasattr(model, "forward_features") and hasattr(model, "forward_head"):  # timm
-        classifier = {id(p) for p in model.get_classifier().parameters()}
-        trunk = frozenset(n for n, p in model.named_parameters() if id(p) not in classifier)
-        return Split(model, model.forward_features, model.forward_head, trunk)
-    return None
-
-
-def _params(model: nn.Module, prefix: str) -> frozenset[str]:
+def params_under(model: nn.Module, prefix: str) -> frozenset[str]:
     return frozenset(n for n, _ in model.named_parameters() if n.startswith(prefix + "."))
 
 
-def _all_but(model: nn.Module, prefix: str) -> frozenset[str]:
+def params_outside(model: nn.Module, prefix: str) -> frozenset[str]:
     return frozenset(n for n, _ in model.named_parameters() if not n.startswith(prefix + "."))
 
 
@@ -89,11 +61,14 @@ def why_not(
 
 
 def check_requested(
-    model: nn.Module, stages: tuple[Stage, ...], deterministic: bool, distributed: bool
+    split: Split | None,
+    model: nn.Module,
+    stages: tuple[Stage, ...],
+    deterministic: bool,
+    distributed: bool,
 ) -> None:
     """``--cache-features on``: refuse, before anything is written, a plan in
     which no stage can be cached."""
-    split = split_model(model)
     reasons = [why_not(split, model, s, deterministic, distributed) for s in stages]
     if all(reasons):
         raise UsageError(f"--cache-features on: cannot cache: {reasons[0]}")

@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ftkit.plan.report import fmt_lr
 from ftkit.plugins.manager import hookimpl
-from ftkit.report import fmt_lr
 
 if TYPE_CHECKING:
     from ftkit.engine.lifecycle import Run
@@ -63,9 +63,7 @@ class Report:
     @hookimpl
     def ftkit_stage_start(self, run: Run, stage: Stage, index: int) -> None:
         trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
-        lrs = ", ".join(
-            f"{g.name} {fmt_lr(g.lr)}" for g in stage.groups if not g.name.endswith("/no_decay")
-        )
+        lrs = ", ".join(f"{g.name} {fmt_lr(g.lr)}" for g in stage.groups if not g.no_decay)
         self.console.say(
             f"stage {index + 1}/{len(run.plan.stages)} '{stage.name}': {lrs}; "
             f"{trainable:,} trainable parameters"

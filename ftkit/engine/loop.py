@@ -23,7 +23,7 @@ from ftkit.engine.distributed import World
 from ftkit.engine.guards import GradNormAlert, NonFinite
 from ftkit.engine.optim import set_lr
 from ftkit.plan import Stage
-from ftkit.schedule import lr_factor
+from ftkit.plan.schedule import lr_factor
 from ftkit.tasks import Task
 
 

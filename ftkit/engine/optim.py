@@ -50,7 +50,8 @@ def apply_stage(model: nn.Module, optimizer: torch.optim.Optimizer, stage: Stage
                 "lr": group.lr,
                 "initial_lr": group.lr,  # the schedule scales this, per group
                 "weight_decay": group.weight_decay,
-                "name": group.name,
+                "name": group.label,
+                "group": group.name,
             }
         )
 

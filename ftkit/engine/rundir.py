@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import torch
 
     from ftkit.engine.guards import Stoppers
+    from ftkit.engine.lifecycle import Run
     from ftkit.engine.record import EpochRecord, Summary
 
 
@@ -75,12 +76,10 @@ class RunDir:
         ]
         self.metrics.write_text("".join(row + "\n" for row in rows))
 
-    def save(self, state: dict[str, Any], best_weights: dict[str, Any] | None = None) -> None:
-        """``last.pt``, and ``best`` when the monitored metric improved."""
+    def save(self, state: dict[str, Any]) -> None:
+        """``last.pt``."""
         if not self.main:
             return
-        if best_weights is not None:
-            ckpt.save_weights(self.best, best_weights)
         # Written in the training thread: on a 2-core CPU a background writer
         # competed with training and measured slower (docs/performance.md).
         ckpt.save_state(self.last, state)
@@ -107,8 +106,8 @@ class MetricsFile:
 
 
 class Checkpoints:
-    """``last`` after every trained epoch, ``best`` when the stoppers saw the
-    monitored metric improve."""
+    """``last`` after every ``every``-th trained epoch and when the run
+    stops, ``best`` whenever the stoppers saw the monitored metric improve."""
 
     def __init__(
         self,
@@ -116,17 +115,31 @@ class Checkpoints:
         state: Callable[[], dict[str, Any]],
         model: torch.nn.Module,
         stoppers: Stoppers,
+        every: int = 1,
     ) -> None:
         self.out, self.state, self.model, self.stoppers = out, state, model, stoppers
+        self.every, self.behind = every, False  # behind: epochs done since `last`
 
     @hookimpl(trylast=True)
-    def ftkit_epoch_end(self, record: EpochRecord) -> None:
-        if record.trained:
-            self.save(best=self.stoppers.improved)
+    def ftkit_epoch_end(self, run: Run, record: EpochRecord) -> None:
+        if not record.trained:
+            return
+        if self.stoppers.improved and self.out.main:
+            ckpt.save_weights(self.out.best, self.model.state_dict())
+        if record.epoch % self.every == 0 or record.epoch == run.plan.epochs:
+            self.save()
+        else:
+            self.behind = True
 
-    def save(self, best: bool = False) -> None:
+    @hookimpl(trylast=True)
+    def ftkit_run_end(self, summary: Summary) -> None:
+        if self.behind and summary.finished:  # stopped early between two saves
+            self.save()
+
+    def save(self) -> None:
         if self.out.main:  # other ranks hold the same weights: only rank 0 builds and writes
-            self.out.save(self.state(), self.model.state_dict() if best else None)
+            self.out.save(self.state())
+        self.behind = False
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:

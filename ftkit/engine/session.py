@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from ftkit.config import Config
 from ftkit.engine import rundir
-from ftkit.engine.cache import CachedFeatures, check_requested, split_model, why_not
+from ftkit.engine.cache import CachedFeatures, check_requested, why_not
 from ftkit.engine.console import Console, Report
 from ftkit.engine.distributed import EpochSampler, ShardSampler, World, epoch_seed
 from ftkit.engine.guards import GradNormAlert, NonFinite, Stoppers
@@ -38,6 +38,7 @@ from ftkit.engine.state import RunState, checkpoint, restore, seed_everything, s
 from ftkit.engine.summary import empty_classes, summarize
 from ftkit.errors import UsageError
 from ftkit.loggers.tensorboard import TensorBoard
+from ftkit.models import model_family
 from ftkit.plan import Stage, steps_per_epoch
 from ftkit.plugins.manager import Plugins
 from ftkit.prepare import input_size_problem, model_data, prepare_run
@@ -87,9 +88,15 @@ class Session:
         self.loss_fn, loss_note = make_loss(prepared, self.data, plugins)
         if loss_note:
             console.say(loss_note)
+        family = model_family(config.model_spec, plugins)[0]
+        self.split = family.split(self.model) if family.split else None
         if config.cache_features == "on":
             check_requested(
-                self.model, self.plan.stages, self.data.train_is_deterministic, world.enabled
+                self.split,
+                self.model,
+                self.plan.stages,
+                self.data.train_is_deterministic,
+                world.enabled,
             )
         if not saved:
             run_dir = self.create_run_dir(prepared)
@@ -135,7 +142,9 @@ class Session:
         # The run's own plugins; lifecycle hooks run on rank 0 only.
         monitor = config.monitor or self.task.monitor
         self.stoppers = Stoppers(config, monitor, self.state)
-        self.checkpoints = Checkpoints(self.out, self.checkpoint, self.model, self.stoppers)
+        self.checkpoints = Checkpoints(
+            self.out, self.checkpoint, self.model, self.stoppers, config.save_every
+        )
         self.own = [
             MetricsFile(self.out),
             Report(console, monitor),
@@ -248,7 +257,7 @@ class Session:
         )
         lrs: dict[str, float] = {}
         for group in self.loop.optimizer.param_groups:
-            lrs.setdefault(group["name"].split("/")[0], group["lr"])
+            lrs.setdefault(group["group"], group["lr"])
         record = EpochRecord(
             stage.name,
             epoch,
@@ -301,7 +310,7 @@ class Session:
     def stage_loader(self, stage: Stage) -> DataLoader:
         """The stage's batches: images, or the frozen trunk's cached outputs."""
         config, loop = self.config, self.loop
-        split = split_model(loop.model) if config.cache_features != "off" else None
+        split = self.split if config.cache_features != "off" else None
         deterministic = self.data.train_is_deterministic
         if split is None or why_not(split, loop.model, stage, deterministic, loop.world.enabled):
             return self.train_loader

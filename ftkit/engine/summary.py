@@ -13,7 +13,7 @@ from typing import Any
 
 from ftkit.engine.guards import BaselineGuard
 from ftkit.engine.record import Summary
-from ftkit.report import fmt_lr
+from ftkit.plan.report import fmt_lr
 
 DIAGNOSES = {
     "lr-too-high": "{monitor} fell below the baseline ({base:.4f}) and kept falling: the LR "

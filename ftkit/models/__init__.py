@@ -16,9 +16,9 @@ from ftkit.models.family import ModelFamily, Preprocessing
 if TYPE_CHECKING:
     from torch import nn
 
-    from ftkit.anatomy import Anatomy
     from ftkit.config import Config
     from ftkit.models.weights import LoadReport
+    from ftkit.plan.anatomy import Anatomy
     from ftkit.plugins.manager import Plugins
 
 

@@ -45,6 +45,9 @@ class ModelFamily:
     ``name`` is None for a weights file, whose statistics are the family's
     default ImageNet ones. ``convert(state, model)`` is the library's own key
     converter for foreign checkpoints (timm's ``checkpoint_filter_fn``).
+    ``split(model)`` gives the model as trunk then head
+    (``ftkit.engine.cache.Split``), or None, so that a stage training only the
+    head can train it on the trunk's cached outputs (``--cache-features``).
     """
 
     name: str
@@ -52,3 +55,4 @@ class ModelFamily:
     named_weights: Callable[[str, str], NamedWeights] | None = None
     preprocessing: Callable[[str, str | None], Preprocessing] | None = None
     convert: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
+    split: Callable[[Any], Any] | None = None

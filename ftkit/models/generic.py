@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftkit.anatomy import BACKBONE, HEAD, Anatomy, AnatomyProvider, from_prefixes
+from ftkit.plan.anatomy import BACKBONE, HEAD, Anatomy, AnatomyProvider, from_prefixes
 from ftkit.plugins.manager import hookimpl
 
 

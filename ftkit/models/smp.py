@@ -9,7 +9,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ftkit.anatomy import (
+from ftkit.errors import UsageError, unknown
+from ftkit.models import pick
+from ftkit.models import timm as timm_family
+from ftkit.models.cache import hub_file
+from ftkit.models.family import ModelFamily, NamedWeights, Preprocessing
+from ftkit.models.generic import child_layers
+from ftkit.models.torchvision import resnet_layers
+from ftkit.plan.anatomy import (
     BACKBONE,
     HEAD,
     Anatomy,
@@ -19,13 +26,6 @@ from ftkit.anatomy import (
     join_names,
     merge_norms,
 )
-from ftkit.errors import UsageError, unknown
-from ftkit.models import pick
-from ftkit.models import timm as timm_family
-from ftkit.models.cache import hub_file
-from ftkit.models.family import ModelFamily, NamedWeights, Preprocessing
-from ftkit.models.generic import child_layers
-from ftkit.models.torchvision import resnet_layers
 from ftkit.plugins.manager import hookimpl
 
 
@@ -200,13 +200,28 @@ def _smp_encoder_layers(encoder: Any) -> list:
     return layers
 
 
+def split(model: Any) -> Any:
+    """Encoder, then decoder and segmentation head (not with an auxiliary
+    classification head, which also reads the encoder)."""
+    from ftkit.engine.cache import Split, params_under
+
+    if getattr(model, "classification_head", None) is not None:
+        return None
+    return Split(
+        model.encoder,
+        model.encoder,
+        lambda features: model.segmentation_head(model.decoder(features)),
+        params_under(model, "encoder"),
+    )
+
+
 def _matches(model: Any) -> bool:
     return type(model).__module__.startswith("segmentation_models_pytorch.")
 
 
 @hookimpl
 def ftkit_register_models(register):
-    register(ModelFamily("smp", build, named_weights, preprocessing))
+    register(ModelFamily("smp", build, named_weights, preprocessing, split=split))
 
 
 @hookimpl

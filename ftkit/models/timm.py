@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftkit.anatomy import (
+from ftkit.errors import UsageError, unknown
+from ftkit.models import pick
+from ftkit.models.cache import hub_checkpoint, hub_file
+from ftkit.models.family import ModelFamily, NamedWeights, Preprocessing
+from ftkit.plan.anatomy import (
     BACKBONE,
     HEAD,
     Anatomy,
@@ -14,10 +18,6 @@ from ftkit.anatomy import (
     common_name,
     param_facts,
 )
-from ftkit.errors import UsageError, unknown
-from ftkit.models import pick
-from ftkit.models.cache import hub_checkpoint, hub_file
-from ftkit.models.family import ModelFamily, NamedWeights, Preprocessing
 from ftkit.plugins.manager import hookimpl
 
 
@@ -124,9 +124,18 @@ def _matches(model: Any) -> bool:
     return type(model).__module__.startswith("timm.") and hasattr(model, "group_matcher")
 
 
+def split(model: Any) -> Any:
+    """``forward_features``, then ``forward_head`` (timm's own split)."""
+    from ftkit.engine.cache import Split
+
+    classifier = {id(p) for p in model.get_classifier().parameters()}
+    trunk = frozenset(n for n, p in model.named_parameters() if id(p) not in classifier)
+    return Split(model, model.forward_features, model.forward_head, trunk)
+
+
 @hookimpl
 def ftkit_register_models(register):
-    register(ModelFamily("timm", build, named_weights, preprocessing, convert))
+    register(ModelFamily("timm", build, named_weights, preprocessing, convert, split))
 
 
 @hookimpl

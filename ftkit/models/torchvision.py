@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ftkit.anatomy import BACKBONE, HEAD, Anatomy, AnatomyProvider, from_prefixes, merge_norms
 from ftkit.errors import UsageError, unknown
 from ftkit.models import pick
 from ftkit.models.cache import bounded_network, not_cached, offline_reason
 from ftkit.models.family import ModelFamily, NamedWeights, Preprocessing
+from ftkit.plan.anatomy import BACKBONE, HEAD, Anatomy, AnatomyProvider, from_prefixes, merge_norms
 from ftkit.plugins.manager import hookimpl
 
 
@@ -142,9 +142,28 @@ def _matches(model: Any) -> bool:
     )
 
 
+def split(model: Any) -> Any:
+    """A ResNet up to its pooled features, then ``fc``; other architectures none."""
+    import torch
+    import torchvision.models as tvm
+
+    from ftkit.engine.cache import Split, params_outside
+
+    if not isinstance(model, tvm.ResNet):
+        return None
+
+    def trunk(x: torch.Tensor) -> torch.Tensor:
+        m = model
+        x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+        x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
+        return torch.flatten(m.avgpool(x), 1)
+
+    return Split(model, trunk, model.fc, params_outside(model, "fc"))
+
+
 @hookimpl
 def ftkit_register_models(register):
-    register(ModelFamily("tv", build, named_weights, preprocessing))
+    register(ModelFamily("tv", build, named_weights, preprocessing, split=split))
 
 
 @hookimpl

@@ -24,9 +24,9 @@ from typing import Any
 
 import torch
 
-from ftkit.anatomy import Anatomy
 from ftkit.engine.checkpoint import BEST, FORMAT, load_error, safe_torch_load
 from ftkit.errors import UsageError
+from ftkit.plan.anatomy import Anatomy
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")
 WRAPPER_PREFIXES = ("module.", "model.", "_orig_mod.", "net.")

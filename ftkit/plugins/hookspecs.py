@@ -30,7 +30,6 @@ import pluggy
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ftkit.anatomy import AnatomyProvider
     from ftkit.data.builtin import Dataset
     from ftkit.engine.lifecycle import Run
     from ftkit.engine.record import EpochRecord, Summary
@@ -38,7 +37,8 @@ if TYPE_CHECKING:
     from ftkit.models.family import ModelFamily
     from ftkit.optimizers import Optimizer
     from ftkit.plan import Stage
-    from ftkit.strategy import Strategy
+    from ftkit.plan.anatomy import AnatomyProvider
+    from ftkit.plan.strategy import Strategy
     from ftkit.tasks import Task
 
 hookspec = pluggy.HookspecMarker("ftkit")

@@ -22,16 +22,16 @@ from typing import Any, Generic, TypeVar
 
 import pluggy
 
-from ftkit.anatomy import AnatomyProvider
 from ftkit.data.builtin import Dataset
 from ftkit.errors import PluginError, did_you_mean
 from ftkit.losses import Loss
 from ftkit.models.family import ModelFamily
 from ftkit.optimizers import TIMM, Optimizer
+from ftkit.plan.anatomy import AnatomyProvider
+from ftkit.plan.strategy import Strategy
 from ftkit.plugins import hookspecs
 from ftkit.plugins.hookspecs import hookimpl
 from ftkit.registry import Fallback, Registry
-from ftkit.strategy import Strategy
 from ftkit.tasks import Task
 
 T = TypeVar("T")

@@ -3,10 +3,10 @@
 Seed 000 on a ResNet: head, then layer4, layer3, layer2 at epochs 4, 7, 10.
 """
 
-from ftkit.anatomy import Anatomy
-from ftkit.options import Option, positive
+from ftkit.plan.anatomy import Anatomy
+from ftkit.plan.options import Option, positive
+from ftkit.plan.strategy import PlanRequest, StageSpec, Strategy, group
 from ftkit.plugins.manager import hookimpl
-from ftkit.strategy import PlanRequest, StageSpec, Strategy, group
 
 
 def build(anatomy: Anatomy, req: PlanRequest):

@@ -6,11 +6,11 @@ top id ``L + 1``. For timm models the anatomy comes from timm's own
 ``lr_scale`` of ``timm.optim.param_groups_layer_decay``.
 """
 
-from ftkit.anatomy import Anatomy
 from ftkit.errors import UsageError
-from ftkit.options import Option, fraction
+from ftkit.plan.anatomy import Anatomy
+from ftkit.plan.options import Option, fraction
+from ftkit.plan.strategy import PlanRequest, Strategy, group, single_stage
 from ftkit.plugins.manager import hookimpl
-from ftkit.strategy import PlanRequest, Strategy, group, single_stage
 
 
 def layer_ids(anatomy: Anatomy) -> list[tuple[str, tuple[str, ...], int]]:

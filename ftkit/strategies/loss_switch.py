@@ -13,10 +13,10 @@ guard would take that drift for learning.
 
 from dataclasses import replace
 
-from ftkit.options import Option
+from ftkit.plan.options import Option
+from ftkit.plan.strategy import SCHEDULES, Strategy
 from ftkit.plugins.manager import hookimpl
 from ftkit.strategies import two_stage
-from ftkit.strategy import SCHEDULES, Strategy
 
 OPTIONS = tuple(
     replace(o, default=0.3) if o.name == "lr_scale" else o for o in two_stage.OPTIONS

@@ -6,11 +6,11 @@ classifier_div``. Seed 004's recommended table is ``--lr 1e-5 -o
 lr_scale=0.3``: 3e-6, then 1.5e-7 and 6e-7. Nothing else multiplies the LR.
 """
 
-from ftkit.anatomy import Anatomy
 from ftkit.errors import UsageError
-from ftkit.options import Option, positive
+from ftkit.plan.anatomy import Anatomy
+from ftkit.plan.options import Option, positive
+from ftkit.plan.strategy import PlanRequest, StageSpec, Strategy, group
 from ftkit.plugins.manager import hookimpl
-from ftkit.strategy import PlanRequest, StageSpec, Strategy, group
 
 OPTIONS = (
     Option(

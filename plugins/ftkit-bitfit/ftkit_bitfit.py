@@ -5,7 +5,7 @@ plan; it never touches torch, so ``ftkit strategies`` stays fast.
 """
 
 import ftkit
-from ftkit.strategy import group, single_stage
+from ftkit.plan.strategy import group, single_stage
 
 
 def build(anatomy, req):

@@ -8,9 +8,9 @@ import pytest
 import torchvision
 
 from ftkit.models.torchvision import ftkit_register_anatomies
-from ftkit.options import resolve_options
 from ftkit.plan import make_plan
-from ftkit.strategy import PlanRequest
+from ftkit.plan.options import resolve_options
+from ftkit.plan.strategy import PlanRequest
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ftkit.anatomy import BACKBONE, HEAD, from_prefixes
 from ftkit.errors import UsageError
 from ftkit.models.family import NamedWeights
+from ftkit.plan.anatomy import BACKBONE, HEAD, from_prefixes
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 # Buffers older checkpoints saved and transformers no longer does: not weights.

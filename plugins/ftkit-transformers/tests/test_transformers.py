@@ -20,11 +20,11 @@ from rotten_tomatoes import minilm_folder, write  # noqa: E402
 
 from ftkit.config import Config  # noqa: E402
 from ftkit.errors import UsageError  # noqa: E402
-from ftkit.options import resolve_options  # noqa: E402
 from ftkit.plan import make_plan  # noqa: E402
+from ftkit.plan.options import resolve_options  # noqa: E402
+from ftkit.plan.strategy import PlanRequest  # noqa: E402
 from ftkit.plugins.manager import Plugins  # noqa: E402
 from ftkit.prepare import prepare  # noqa: E402
-from ftkit.strategy import PlanRequest  # noqa: E402
 
 MINILM = f"hf:{minilm_folder()}"
 REGROUP = (
@@ -100,10 +100,10 @@ def plan_of(plugins, anatomy, strategy: str, epochs: int = 4, **options: str):
 
 
 def lrs_and_counts(stage):
-    """{group name without /no_decay: (lr, parameters)}"""
+    """{group name: (lr, parameters of both halves)}"""
     out: dict[str, tuple[float, int]] = {}
     for g in stage.groups:
-        name = g.name.removesuffix("/no_decay")
+        name = g.name  # the no_decay half shares it
         lr, n = out.get(name, (g.lr, 0))
         out[name] = (lr, n + g.num_params)
     return out

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from ftkit.anatomy import Anatomy
 from ftkit.config import Config
 from ftkit.errors import UsageError
 from ftkit.plan import Plan
-from ftkit.schedule import lr_factor
+from ftkit.plan.anatomy import Anatomy
+from ftkit.plan.schedule import lr_factor
 
 
 def fmt_lr(lr: float) -> str:
@@ -30,7 +30,7 @@ def plan_table(plan: Plan, anatomy: Anatomy, config: Config, start: Sequence[str
     ]
     lines += [f"  {line}" for line in start]
     # the name column fits the longest name (smp tu- encoders: encoder.model.blocks.11+norm)
-    width = max([24, *(len(g.name) for stage in plan.stages for g in stage.groups)])
+    width = max([24, *(len(g.label) for stage in plan.stages for g in stage.groups)])
     for i, stage in enumerate(plan.stages, 1):
         lines.append("")
         lines.append(
@@ -40,7 +40,7 @@ def plan_table(plan: Plan, anatomy: Anatomy, config: Config, start: Sequence[str
         lines.append(f"  {'group':<{width}} {'params':>12} {'lr':>9} {'wd':>7}  bn")
         for g in stage.groups:
             lines.append(
-                f"  {g.name:<{width}} {g.num_params:>12,} {fmt_lr(g.lr):>9} "
+                f"  {g.label:<{width}} {g.num_params:>12,} {fmt_lr(g.lr):>9} "
                 f"{g.weight_decay:>7g}  {g.bn_mode}"
             )
         frozen = sum(anatomy.sizes[p] for p in stage.frozen)
@@ -83,7 +83,7 @@ def plan_figure(plan: Plan, steps_per_epoch: int) -> Any:
         total = stage.epochs * steps_per_epoch
         warmup = round(stage.warmup_epochs * steps_per_epoch)
         for g in stage.groups:
-            if g.name.endswith("/no_decay"):
+            if g.no_decay:  # its LR is its group's
                 continue
             xs, ys = series.setdefault(g.name, ([], []))
             for step in range(total):

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 
-from ftkit.anatomy import Anatomy
 from ftkit.plan import ParamGroup, Plan, Stage
-from ftkit.report import fmt_lr
+from ftkit.plan.anatomy import Anatomy
+from ftkit.plan.report import fmt_lr
 
 # AdamW-style optimizers; (low, high, what it is)
 BANDS = {
@@ -123,19 +124,14 @@ def _whole_groups(stage: Stage) -> list[ParamGroup]:
     """One entry per group: its no_decay half shares its name and LR."""
     seen: dict[str, ParamGroup] = {}
     for g in stage.groups:
-        name = g.name.split("/")[0]
-        if name in seen:
-            first = seen[name]
-            seen[name] = ParamGroup(
-                name,
-                first.lr,
-                first.weight_decay,
-                first.params + g.params,
-                first.num_params + g.num_params,
-                first.bn_mode,
+        first = seen.get(g.name)
+        seen[g.name] = (
+            replace(g, no_decay=False)
+            if first is None
+            else replace(
+                first, params=first.params + g.params, num_params=first.num_params + g.num_params
             )
-        else:
-            seen[name] = ParamGroup(name, g.lr, g.weight_decay, g.params, g.num_params, g.bn_mode)
+        )
     return list(seen.values())
 
 

@@ -11,19 +11,25 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ftkit.anatomy import Anatomy
 from ftkit.errors import UsageError
-from ftkit.strategy import PlanRequest, Strategy
+from ftkit.plan.anatomy import Anatomy
+from ftkit.plan.strategy import PlanRequest, Strategy
 
 
 @dataclass(frozen=True)
 class ParamGroup:
-    name: str
+    name: str  # the strategy's group (an anatomy layer, or several)
     lr: float
     weight_decay: float
     params: tuple[str, ...]
     num_params: int
     bn_mode: str
+    no_decay: bool = False  # the group's biases and norms: same LR, no weight decay
+
+    @property
+    def label(self) -> str:
+        """How plan.json, the table and the optimizer name it."""
+        return f"{self.name}/no_decay" if self.no_decay else self.name
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,11 @@ class Plan:
         stages = []
         for stage in self.stages:
             data = asdict(stage)
-            data["groups"] = [{**asdict(g), "params": list(g.params)} for g in stage.groups]
+            data["groups"] = [
+                {**asdict(g), "name": g.label, "params": list(g.params)} for g in stage.groups
+            ]
+            for group in data["groups"]:
+                del group["no_decay"]  # the label says it
             data["frozen"] = list(stage.frozen)
             stages.append(data)
         return {"strategy": self.strategy, "stages": stages, "warnings": list(self.warnings)}
@@ -130,7 +140,7 @@ def make_plan(
             )
         )
     plan = Plan(strategy.name, tuple(stages))
-    from ftkit.lint import lint
+    from ftkit.plan.lint import lint
 
     situation = strategy.lint_situation or _situation(request)
     return Plan(
@@ -153,10 +163,10 @@ def _split_decay(
     decay = tuple(p for p in params if p not in anatomy.no_decay)
     rest = tuple(p for p in params if p in anatomy.no_decay)
     out = []
-    for suffix, members, wd in (("", decay, weight_decay), ("/no_decay", rest, 0.0)):
+    for no_decay, members, wd in ((False, decay, weight_decay), (True, rest, 0.0)):
         if members:
             size = sum(anatomy.sizes[p] for p in members)
-            out.append(ParamGroup(name + suffix, lr, wd, members, size, bn_mode))
+            out.append(ParamGroup(name, lr, wd, members, size, bn_mode, no_decay))
     return out
 
 

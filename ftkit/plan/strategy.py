@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ftkit.anatomy import Anatomy
-from ftkit.options import Option, non_negative
+from ftkit.plan.anatomy import Anatomy
+from ftkit.plan.options import Option, non_negative
 
 SCHEDULES = ("constant", "linear", "cosine", "warmup-cosine", "one-cycle")
 
