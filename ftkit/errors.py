@@ -20,6 +20,11 @@ class UsageError(FtkitError):
     exit_code = 2
 
 
+class WriteError(FtkitError, OSError):
+    """A file ftkit had to write could not be (a full disk, a vanished folder):
+    one line naming it and the free space, exit 1."""
+
+
 class PluginError(UsageError):
     """A plugin that cannot be loaded or that clashes with another."""
 

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -213,7 +213,12 @@ def lightning_epochs(config: Config, checkpoint: bool) -> list[float]:
 def overhead(config: Config, rounds: int = 2) -> dict:
     """Median s/epoch of each loop, the first epoch of each run left out, and
     the ratios; the runs alternate, so that noise hits all of them."""
-    loops = {"plain": plain_epochs, "ftkit": ftkit_epochs}
+    loops = {
+        "plain": plain_epochs,
+        "ftkit": ftkit_epochs,
+        # --save-every: `last` only when the run ends, so no epoch counted writes it
+        "ftkit_save_at_end": lambda c: ftkit_epochs(replace(c, save_every=c.epochs)),
+    }
     if HAVE_LIGHTNING:
         loops["lightning"] = lambda c: lightning_epochs(c, checkpoint=True)
         loops["lightning_no_checkpoint"] = lambda c: lightning_epochs(c, checkpoint=False)
@@ -226,6 +231,9 @@ def overhead(config: Config, rounds: int = 2) -> dict:
     result: dict = {"epochs_counted": len(epochs["ftkit"])}
     result |= {f"{name}_s_per_epoch": statistics.median(t) for name, t in epochs.items()}
     result["ratio"] = result["ftkit_s_per_epoch"] / result["plain_s_per_epoch"]
+    result["save_at_end_ratio"] = (
+        result["ftkit_save_at_end_s_per_epoch"] / result["plain_s_per_epoch"]
+    )
     if HAVE_LIGHTNING:
         result["ftkit_over_lightning"] = (
             result["ftkit_s_per_epoch"] / result["lightning_s_per_epoch"]
@@ -266,6 +274,7 @@ def main() -> int:
     }
     print(json.dumps(result, indent=2))
     rows = [("plain PyTorch", "plain"), ("ftkit run", "ftkit")]
+    rows += [("ftkit run --save-every EPOCHS", "ftkit_save_at_end")]
     rows += [("Lightning", "lightning"), ("Lightning, no checkpoint", "lightning_no_checkpoint")]
     table = "".join(
         f"| {label} | {result[f'{key}_s_per_epoch']:.2f} |\n"

@@ -210,7 +210,8 @@ def fingerprint(folder: str) -> str:
     for rel, path in sorted(entries):
         size = os.stat(path).st_size
         total += size
-        digest.update(f"{rel}\0{size}\n".encode())
+        # a name that is not UTF-8 comes back from the OS with surrogate escapes
+        digest.update(f"{rel}\0{size}\n".encode(errors="surrogateescape"))
     return f"{len(entries)} files, {total} bytes, sha256:{digest.hexdigest()[:16]}"
 
 

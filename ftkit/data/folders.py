@@ -341,11 +341,19 @@ def _classification(
 def _class_folders(folder: Path) -> dict[str, list[Path]]:
     if not folder.is_dir():
         raise UsageError(f"'{folder}' not found; expected train/ and val/ with class folders")
-    return {
-        d.name: sorted(f for f in d.rglob("*") if _is_image(f))
-        for d in sorted(folder.iterdir())
-        if d.is_dir() and not d.name.startswith(".")
-    }
+    classes = {}
+    for d in sorted(folder.iterdir()):
+        if d.is_dir() and not d.name.startswith("."):
+            found = list(d.rglob("*"))
+            for f in found:
+                _check_link(f)
+            classes[d.name] = sorted(f for f in found if _is_image(f))
+            if not classes[d.name]:
+                raise UsageError(
+                    f"class folder '{d}' holds no images; expected at least one "
+                    f"({', '.join(sorted(IMAGE_SUFFIXES))}), or no such folder"
+                )
+    return classes
 
 
 # --- shared -------------------------------------------------------------------
@@ -398,7 +406,17 @@ def _read_class_names(root: Path) -> list[str] | None:
 
 
 def _image_files(folder: Path) -> list[Path]:
+    for f in folder.iterdir():
+        _check_link(f)
     return sorted(f for f in folder.iterdir() if _is_image(f))
+
+
+def _check_link(path: Path) -> None:
+    """An image name that leads nowhere is an error, not a file quietly left out."""
+    if path.suffix.lower() in IMAGE_SUFFIXES and path.is_symlink() and not path.exists():
+        raise UsageError(
+            f"'{path}' is a symlink that leads nowhere (broken, or a loop); expected an image"
+        )
 
 
 def _is_image(path: Path) -> bool:

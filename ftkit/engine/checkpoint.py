@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ftkit.errors import UsageError
+from ftkit.errors import UsageError, WriteError
 
 LAST, BEST = "last.pt", "best.safetensors"
 FORMAT = "ftkit-checkpoint-1"
@@ -28,12 +29,17 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    existed = path.exists()
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        kept = f"; the previous '{path.name}' is unchanged" if existed else ""
+        raise write_error(path, exc, kept) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -42,6 +48,15 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def write_error(path: Path, exc: OSError, note: str = "") -> WriteError:
+    """One line: the file, why, and the space left where it goes."""
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:,.0f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    return WriteError(f"cannot write '{path}': {exc.strerror or exc} ({free}){note}")
 
 
 def all_finite(state: dict[str, torch.Tensor]) -> bool:

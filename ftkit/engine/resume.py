@@ -18,6 +18,7 @@ import torch
 from ftkit.config import DATA_FINGERPRINT, Config, build_config, read_run_config
 from ftkit.data import check_fingerprint
 from ftkit.engine import checkpoint as ckpt
+from ftkit.engine import lock
 from ftkit.engine.console import Console
 from ftkit.errors import UsageError
 
@@ -52,6 +53,8 @@ def open_resume(
 ) -> tuple[Path, dict[str, Any]] | None:
     """The run directory and its ``last.pt``; None when the run already finished."""
     path = Path(run_dir)
+    if console.main and (path / "config.toml").is_file():  # rank 0 writes for every rank
+        lock.acquire(path)  # before anything is read: a run may be writing it now
     saved_config = build_config(run_config(run_dir), {}, {}, ())
     summary = path / "summary.json"
     if summary.is_file():

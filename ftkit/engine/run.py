@@ -5,7 +5,7 @@ the exit code."""
 from __future__ import annotations
 
 from ftkit.config import Config
-from ftkit.engine import distributed, rundir
+from ftkit.engine import distributed, lock, rundir
 from ftkit.engine.console import Console
 from ftkit.engine.lifecycle import Run
 from ftkit.engine.resume import open_resume
@@ -35,6 +35,7 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
             rundir.discard_unsaved_run(console)
             raise
     finally:
+        lock.release_all()
         distributed.shutdown(world)
     if reason == "interrupted":
         return EXIT_INTERRUPTED

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ftkit.config import Config
 from ftkit.data import fingerprint, is_folder
 from ftkit.engine import checkpoint as ckpt
+from ftkit.engine import lock
 from ftkit.engine.console import Console
 from ftkit.engine.summary import json_text
 from ftkit.errors import UsageError
@@ -56,6 +57,7 @@ class RunDir:
         # a run that fails before its first checkpoint removes what it made here
         UNSAVED[:] = [(self.path, self.path.exists())]
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        lock.acquire(self.path)
         # walked once per run: the checkpoints' copy of the config goes without it
         seen = fingerprint(config.data) if is_folder(config.data) else None
         (self.path / "config.toml").write_text(config.to_toml(seen))
@@ -71,10 +73,10 @@ class RunDir:
             return
         rows = [
             line
-            for line in self.metrics.read_text().splitlines()
-            if line and json.loads(line)["epoch"] <= epoch
+            for line in self.metrics.read_text().splitlines(keepends=True)
+            if line.endswith("\n") and line.strip() and json.loads(line)["epoch"] <= epoch
         ]
-        self.metrics.write_text("".join(row + "\n" for row in rows))
+        self.metrics.write_text("".join(rows))
 
     def save(self, state: dict[str, Any]) -> None:
         """``last.pt``."""
@@ -143,8 +145,13 @@ class Checkpoints:
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as fh:
-        fh.write(json_text(record) + "\n")
+    # One write of a whole line: a crash mid-line leaves a last line without its
+    # newline, which a resume drops (keep_rows_up_to).
+    try:
+        with open(path, "a") as fh:
+            fh.write(json_text(record) + "\n")
+    except OSError as exc:
+        raise ckpt.write_error(path, exc) from None
 
 
 def choose(config: Config) -> Path:
@@ -156,7 +163,11 @@ def choose(config: Config) -> Path:
                 f"--out '{path}' holds a run that stopped before its first checkpoint, "
                 f"so there is nothing to resume; delete it or choose another --out"
             )
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.is_dir():
+            lock.acquire(path)  # another run writing there is named, with its pid
+        if path.exists() and (
+            not path.is_dir() or any(p.name != lock.NAME for p in path.iterdir())
+        ):
             raise UsageError(
                 f"--out '{path}' already exists and is not empty; use --resume "
                 f"{path} to continue it, or choose another --out"
