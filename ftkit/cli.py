@@ -256,6 +256,38 @@ def eval_(checkpoint, config_file, plugin_modules, as_json, **values):
 
 
 @cli.command()
+@click.argument("run", type=click.Path())
+@click.option(
+    "--against",
+    type=click.Path(),
+    help="weights to compare with (a file or a run) [default: the run's own start]",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the figures as JSON")
+@click.option("--plot", type=click.Path(), help="draw a bar per group into FILE.png")
+@plugin_option
+def diff(run, against, as_json, plot, plugin_modules):
+    """How far a run's best weights moved from where it started, per group and tensor."""
+    run_dir = run_dir_of(run)
+    if run_dir is None or not (run_dir / "checkpoints").is_dir():
+        raise UsageError(f"'{run}' is not an ftkit run directory (no config.toml, no checkpoints/)")
+    if plot:
+        check_output_file(plot, "--plot", (".png",))
+    config = make_config(str(run_dir / "config.toml"), (), plugin_modules, {})
+    from ftkit.engine.drift import diff as weight_diff
+    from ftkit.engine.drift import diff_table, plot_diff
+
+    report = weight_diff(run_dir, config, Plugins(config.plugins), against)
+    if plot:
+        plot_diff(report, plot)
+    if as_json:
+        from ftkit.engine.summary import json_text
+
+        click.echo(json_text(report, indent=2))
+    else:
+        click.echo(diff_table(report))
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="print as JSON")
 @plugin_option
 def strategies(as_json, plugin_modules):

@@ -42,6 +42,7 @@ def test_segmentation_run_directory(seg_run, ftkit):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "best.safetensors",
         "last.pt",
+        "start.safetensors",
     ]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["stage"]) for r in records] == [(1, "head"), (2, "backbone+head")]

@@ -19,7 +19,7 @@ import torch
 
 from ftkit.errors import UsageError, WriteError
 
-LAST, BEST = "last.pt", "best.safetensors"
+LAST, BEST, START = "last.pt", "best.safetensors", "start.safetensors"
 FORMAT = "ftkit-checkpoint-1"
 
 

@@ -44,6 +44,8 @@ class EpochRecord(_ReadsLikeJson):
     skipped_steps: int = 0
     seconds: float = 0.0
     images_per_second: float = 0.0
+    # per anatomy group, ||w - w0|| / ||w0|| against the run's starting weights
+    weight_change: dict[str, float] = field(default_factory=dict)
 
     @property
     def trained(self) -> bool:
@@ -76,6 +78,7 @@ class EpochRecord(_ReadsLikeJson):
             "skipped_steps": self.skipped_steps,
             "seconds": self.seconds,
             "images_per_second": self.images_per_second,
+            "weight_change": self.weight_change,
         }
 
 

@@ -53,6 +53,11 @@ class RunDir:
     def best(self) -> Path:
         return self.path / "checkpoints" / ckpt.BEST
 
+    @property
+    def start(self) -> Path:
+        """The weights the run started from: pretrained, a --from baseline or random."""
+        return self.path / "checkpoints" / ckpt.START
+
     def create(self, config: Config, plan: dict[str, Any]) -> None:
         # a run that fails before its first checkpoint removes what it made here
         UNSAVED[:] = [(self.path, self.path.exists())]

@@ -23,10 +23,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from ftkit.config import Config
+from ftkit.engine import checkpoint as ckpt
 from ftkit.engine import rundir
 from ftkit.engine.cache import CachedFeatures, check_requested, why_not
 from ftkit.engine.console import Console, Report
 from ftkit.engine.distributed import EpochSampler, ShardSampler, World, epoch_seed
+from ftkit.engine.drift import group_changes
 from ftkit.engine.guards import GradNormAlert, NonFinite, Stoppers
 from ftkit.engine.lifecycle import NoHooks, Run
 from ftkit.engine.loop import EpochProgress, Loop, NonFiniteStop
@@ -102,6 +104,11 @@ class Session:
             run_dir = self.create_run_dir(prepared)
         assert run_dir is not None
         self.out = RunDir(run_dir, main=world.main)
+        # where the weights started, to measure how far each group moves (engine/drift.py)
+        self.start_weights = self.starting_weights(saved)
+        self.groups = {
+            layer.name: prepared.anatomy.params_of([layer]) for layer in prepared.anatomy.layers
+        }
 
         self.model.to(device)
         if config.channels_last:
@@ -196,12 +203,23 @@ class Session:
         if self.world.main:
             run_dir = rundir.choose(self.config)
             RunDir(run_dir).create(self.config, {**self.plan.to_json(), **prepared.start_json()})
+            ckpt.save_weights(RunDir(run_dir).start, self.model.state_dict())
         if prepared.weights:
             self.console.say(prepared.weights.line())
         counts, names = self.data.label_counts(), self.data.class_names
         for warning in (*self.plan.warnings, *empty_classes(counts, names)):
             self.console.warn(warning)
         return Path(self.world.from_main(str(run_dir)))
+
+    def starting_weights(self, saved: dict[str, Any] | None) -> dict[str, torch.Tensor]:
+        """A copy of the weights the run started from (a resume reads its own)."""
+        if not saved:
+            return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if not self.out.start.is_file():  # a run from before start.safetensors existed
+            return {}
+        from safetensors.torch import load_file
+
+        return load_file(str(self.out.start))
 
     def evaluate_baseline(self) -> None:
         """Epoch 0 of a run from a checkpoint: what the run must not lose."""
@@ -268,6 +286,9 @@ class Session:
             skipped_steps=progress.skipped,
             seconds=round(progress.seconds, 3),
             images_per_second=round(progress.images / max(progress.seconds, 1e-9), 1),
+            weight_change=group_changes(self.start_weights, self.model.state_dict(), self.groups)
+            if self.start_weights
+            else {},
         )
         self.state.epoch, self.state.last = epoch, record.to_json()
         return record

@@ -80,6 +80,7 @@ def scalars(record: EpochRecord, class_names: list[str]) -> list[tuple[str, floa
         out.append(("loss/train", record.train_loss))
         out += [(f"lr/{name}", v) for name, v in record.lr.items()]
         out += [(f"grad_norm/{k}", v) for k, v in record.grad_norm.items()]
+        out += [(f"weight_change/{k}", v) for k, v in record.weight_change.items()]
         out += [
             ("speed/seconds", record.seconds),
             ("speed/images_per_second", record.images_per_second),

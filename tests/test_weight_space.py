@@ -1,0 +1,92 @@
+"""What a fine-tune changed (issue 13): the run keeps its starting weights,
+every epoch's record says how far each group moved, and ``ftkit diff``
+reports it per group and per tensor."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import one_line_error, read_jsonl
+
+from ftkit.engine.drift import relative_change
+
+TINY = ["--image-size", "32", "--num-samples", "16", "--batch-size", "4", "--epochs", "2"]
+SEG = ["--model", "smp:unet:tu-mobilenetv3_small_050"]
+
+
+def test_relative_change_by_hand():
+    start = {"a": torch.tensor([3.0, 4.0]), "b": torch.zeros(2)}
+    now = {"a": torch.tensor([3.0, 5.0]), "b": torch.zeros(2)}
+    assert relative_change(start, now, ["a"]) == pytest.approx(1 / 5)  # ||(0,1)|| / ||(3,4)||
+    assert relative_change(start, now, ["b"]) == 0.0
+    now["b"] = torch.ones(2)
+    assert math.isnan(relative_change(start, now, ["b"]))  # moved away from all zeros
+    assert relative_change(start, now, ["a", "b"]) == pytest.approx(math.sqrt(3) / 5)
+
+
+@pytest.fixture(scope="module")
+def freeze_run(tmp_path_factory):
+    import os
+    import subprocess
+    import sys
+
+    where = tmp_path_factory.mktemp("freeze")
+    args = ["run", *SEG, *TINY, "--strategy", "freeze", "--out", "run"]
+    done = subprocess.run(
+        [sys.executable, "-m", "ftkit", *args], cwd=where, capture_output=True, text=True,
+        env=os.environ,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return where / "run"
+
+
+def test_the_run_keeps_its_start_and_records_how_far_each_group_moved(ftkit, freeze_run):
+    assert (freeze_run / "checkpoints" / "start.safetensors").is_file()
+    report = json.loads(ftkit("diff", str(freeze_run), "--json").stdout)
+    parts = {g["name"]: g["part"] for g in report["groups"]}
+    for record in read_jsonl(freeze_run / "metrics.jsonl"):
+        change = record["weight_change"]
+        assert set(change) == set(parts)  # every anatomy group, frozen ones too
+        for group, value in change.items():  # freeze: the backbone stays where it started
+            assert (value == 0.0) if parts[group] == "backbone" else (value > 0), group
+
+
+def test_diff_after_freeze_is_exactly_zero_on_the_backbone(ftkit, freeze_run, tmp_path):
+    result = ftkit("diff", str(freeze_run), "--json", "--plot", "moved.png")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    backbone = [g for g in report["groups"] if g["part"] == "backbone"]
+    head = [g for g in report["groups"] if g["part"] == "head"]
+    assert backbone and head
+    for group in backbone:
+        assert group["relative_change"] == 0.0
+        assert set(group["tensors"].values()) == {0.0}
+    assert all(g["relative_change"] > 0 for g in head)
+    assert (tmp_path / "moved.png").stat().st_size > 0
+    text = ftkit("diff", str(freeze_run))
+    assert text.returncode == 0 and "0 (unchanged)" in text.stdout
+
+
+def test_diff_against_itself_is_zero(ftkit, freeze_run):
+    best = freeze_run / "checkpoints" / "best.safetensors"
+    report = json.loads(ftkit("diff", str(freeze_run), "--against", str(best), "--json").stdout)
+    assert {g["relative_change"] for g in report["groups"]} == {0.0}
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["nowhere"], "'nowhere' is not an ftkit run directory"),
+        (["RUN", "--plot", "x.txt"], "--plot 'x.txt': unknown file type '.txt'"),
+        (
+            ["RUN", "--against", "missing.safetensors"],
+            "weights file 'missing.safetensors' not found",
+        ),
+    ],
+)
+def test_diff_refuses_what_it_cannot_use(ftkit, freeze_run, args, expected):
+    args = [str(freeze_run) if a == "RUN" else a for a in args]
+    assert expected in one_line_error(ftkit("diff", *args))
