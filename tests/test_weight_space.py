@@ -90,3 +90,73 @@ def test_diff_against_itself_is_zero(ftkit, freeze_run):
 def test_diff_refuses_what_it_cannot_use(ftkit, freeze_run, args, expected):
     args = [str(freeze_run) if a == "RUN" else a for a in args]
     assert expected in one_line_error(ftkit("diff", *args))
+
+
+def test_interpolation_at_0_and_1_is_the_start_and_the_fine_tune(ftkit, freeze_run, tmp_path):
+    result = ftkit(
+        "interpolate", str(freeze_run), "--alpha", "0,0.5,1", "--json", "--plot", "w.png"
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    rows = {row["alpha"]: row for row in report["rows"]}
+    start = freeze_run / "checkpoints" / "start.safetensors"
+    for alpha, checkpoint in ((0.0, start), (1.0, freeze_run)):
+        scored = json.loads(ftkit("eval", "--checkpoint", str(checkpoint), "--json").stdout)
+        for key in ("val_miou", "val_loss", "val_iou_per_class"):
+            assert rows[alpha][key] == scored[key], (alpha, key)
+    assert report == json.loads((freeze_run / "interpolate.json").read_text())
+    assert (freeze_run / "checkpoints" / "interpolated.safetensors").is_file()
+    assert (tmp_path / "w.png").stat().st_size > 0
+    text = ftkit("interpolate", str(freeze_run), "--alpha", "0,1", "--backbone-only")
+    assert text.returncode == 0 and "backbone only, head fine-tuned" in text.stdout
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["RUN", "--alpha", "0,2"], "--alpha expects a comma list of numbers in [0, 1], got '0,2'"),
+        (["nowhere"], "'nowhere' is not an ftkit run directory"),
+    ],
+)
+def test_interpolate_refuses_what_it_cannot_use(ftkit, freeze_run, args, expected):
+    args = [str(freeze_run) if a == "RUN" else a for a in args]
+    assert expected in one_line_error(ftkit("interpolate", *args))
+
+
+def test_a_soup_of_one_run_is_that_run(ftkit, freeze_run, tmp_path):
+    from safetensors.torch import load_file
+
+    result = ftkit("soup", str(freeze_run), "--out", "one.safetensors", "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    soup = load_file(str(tmp_path / "one.safetensors"))
+    tuned = load_file(str(freeze_run / "checkpoints" / "best.safetensors"))
+    assert soup.keys() == tuned.keys() and all(torch.equal(soup[k], tuned[k]) for k in soup)
+    scored = json.loads(ftkit("eval", "--checkpoint", str(freeze_run), "--json").stdout)
+    assert record["greedy"]["val_miou"] == record["uniform"]["val_miou"] == scored["val_miou"]
+    assert record["runs"] == [
+        {"run": str(freeze_run), "val_miou": scored["val_miou"], "in_soup": True}
+    ]
+    assert json.loads((tmp_path / "one.json").read_text()) == record
+
+
+def test_a_greedy_soup_of_two_fine_tunes_of_one_start(ftkit, freeze_run):
+    args = ["run", *SEG, *TINY, "--strategy", "full", "--lr", "3e-3", "--out", "other"]
+    assert ftkit(*args).returncode == 0  # the same seed: the same random start
+    result = ftkit("soup", str(freeze_run), "other", "--out", "two.safetensors", "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    scores = [row["val_miou"] for row in record["runs"]]
+    assert scores == sorted(scores, reverse=True) and record["runs"][0]["in_soup"]
+    assert record["greedy"]["val_miou"] >= scores[0]  # greedy never keeps a drop
+    assert "val_miou" in record["uniform"]
+
+
+def test_a_soup_refuses_runs_of_different_starts(ftkit, freeze_run):
+    args = ["run", *SEG, *TINY, "--strategy", "freeze", "--seed", "1", "--out", "seed1"]
+    assert ftkit(*args).returncode == 0
+    line = one_line_error(ftkit("soup", str(freeze_run), "seed1", "--out", "s.safetensors"))
+    assert "do not share a starting point (their start weights differ" in line
+    assert "exists" in one_line_error(
+        ftkit("soup", str(freeze_run), "--out", str(freeze_run / "checkpoints/best.safetensors"))
+    )

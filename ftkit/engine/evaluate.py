@@ -1,4 +1,6 @@
-"""``ftkit eval``: the metrics of a checkpoint on a dataset's validation split."""
+"""Scoring weights on a dataset's validation split: ``ftkit eval`` (one
+checkpoint), ``ftkit interpolate`` and ``ftkit soup`` (many mixes of weights,
+engine/weight_space.py) share one ``Evaluator``, built once per command."""
 
 from __future__ import annotations
 
@@ -17,25 +19,43 @@ from ftkit.plugins.manager import Plugins
 from ftkit.prepare import model_data, prepare
 
 
+class Evaluator:
+    """A model of ``config``'s architecture, the validation data and the loss:
+    ``score(state)`` gives the validation metrics of those weights."""
+
+    def __init__(self, config: Config, plugins: Plugins) -> None:
+        self.prepared = prepare(config, plugins, load_weights=False)
+        self.device = pick_device(config.device)
+        self.data = model_data(self.prepared)
+        self.loader = DataLoader(
+            self.data.val, batch_size=config.batch_size, num_workers=config.workers
+        )
+        self.task = plugins.tasks.get(config.task)
+        self.monitor = config.monitor or self.task.monitor
+        self.loss_fn, _ = make_loss(self.prepared, self.data, plugins)  # training's line
+        self.amp = config.amp
+
+    def score(self, state: dict[str, torch.Tensor], source: str) -> dict[str, Any]:
+        model = self.prepared.model
+        fit_weights(model, self.prepared.anatomy, state, source=source, exact=True)
+        model.to(self.device)
+        with torch.inference_mode():
+            metrics, _ = evaluate(
+                model, self.loader, self.loss_fn, self.task, self.prepared.num_classes,
+                self.device, amp=self.amp,
+            )  # fmt: skip
+        return metrics
+
+
 def evaluate_checkpoint(path: str, config: Config, plugins: Plugins) -> dict[str, Any]:
     run_dir = run_dir_of(path)
     if run_dir:
         check_run_data(run_dir, config)
-    prepared = prepare(config, plugins, load_weights=False)
-    fit_weights(prepared.model, prepared.anatomy, read_state(path), source=path, exact=True)
-    device = pick_device(config.device)
-    data = model_data(prepared)
-    loader = DataLoader(data.val, batch_size=config.batch_size, num_workers=config.workers)
-    model = prepared.model.to(device)
-    task = plugins.tasks.get(config.task)
-    loss_fn, _ = make_loss(prepared, data, plugins)  # its class-weights line is training's
-    with torch.inference_mode():
-        metrics, _ = evaluate(
-            model, loader, loss_fn, task, prepared.num_classes, device, amp=config.amp
-        )
+    evaluator = Evaluator(config, plugins)
+    metrics = evaluator.score(read_state(path), path)
     return {
         "checkpoint": path,
-        "samples": len(data.val),  # type: ignore[arg-type]
+        "samples": len(evaluator.data.val),  # type: ignore[arg-type]
         **metrics,
-        "class_names": data.class_names,
+        "class_names": evaluator.data.class_names,
     }
