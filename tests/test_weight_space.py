@@ -160,3 +160,50 @@ def test_a_soup_refuses_runs_of_different_starts(ftkit, freeze_run):
     assert "exists" in one_line_error(
         ftkit("soup", str(freeze_run), "--out", str(freeze_run / "checkpoints/best.safetensors"))
     )
+
+
+def test_l2sp_pulls_what_came_from_the_weights_and_decays_the_rest():
+    from ftkit.config import Config
+    from ftkit.plan import make_plan
+    from ftkit.plan.strategy import PlanRequest
+    from ftkit.plugins.manager import Plugins
+    from ftkit.prepare import prepare
+
+    config = Config(task="classification", model="tv:resnet18", num_classes=10, strategy="full")
+    prepared = prepare(config, Plugins())
+    anatomy, options = prepared.anatomy, {**prepared.options, "l2sp": 0.5}
+    head = set(anatomy.params_of(anatomy.head))
+
+    def plan(**request):
+        return make_plan(
+            prepared.strategy, anatomy, PlanRequest(1e-3, 4, options, **request), loss="ce"
+        )
+
+    (stage,) = plan(pretrained=True, new_head=True).stages
+    for group in stage.groups:
+        for p in group.params:
+            if p in anatomy.no_decay:  # never decayed; pulled where they came from the weights
+                assert group.weight_decay == 0.0 and group.l2sp == 0.5, p
+            elif p in head:  # a new head: weight decay as ever
+                assert (group.l2sp, group.weight_decay, group.label) == (0.0, 0.01, "all/new"), p
+            else:
+                assert (group.l2sp, group.weight_decay, group.label) == (0.5, 0.0, "all"), p
+    (stage,) = plan(from_checkpoint=True, new_head=False).stages  # a baseline: all of it
+    assert {g.l2sp for g in stage.groups} == {0.5}
+    assert plan(from_checkpoint=True, new_head=False).anchored == frozenset(anatomy.sizes)
+    assert any("l2sp has no effect" in w for w in plan(pretrained=False).warnings)
+
+
+def test_a_strong_l2sp_keeps_the_backbone_near_its_start(ftkit, freeze_run, tmp_path):
+    base = ["run", *SEG, *TINY, "--from", str(freeze_run), "--strategy", "full", "--no-guard"]
+    base += ["--lr", "1e-3", "-o", "schedule=constant", "--epochs", "3", "--num-samples", "24"]
+    moved = {}
+    for strength in ("0", "900"):  # lr * l2sp = 0.9: each step undoes 90% of its move
+        result = ftkit(*base, "-o", f"l2sp={strength}", "--out", f"l2sp-{strength}")
+        assert result.returncode == 0, result.stderr
+        last = read_jsonl(tmp_path / f"l2sp-{strength}" / "metrics.jsonl")[-1]
+        moved[strength] = last["weight_change"]
+    backbone = [g for g in moved["0"] if g.startswith("encoder")]
+    assert backbone
+    for group in backbone:
+        assert moved["900"][group] < moved["0"][group] / 100, (group, moved)  # 2 orders

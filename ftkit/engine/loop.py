@@ -75,6 +75,7 @@ class Loop:
     net: Callable[..., Any] | None = None  # what training calls: model, DDP or cached head
     channels_last: bool = False
     compile: bool = False
+    anchors: dict[Any, torch.Tensor] = field(default_factory=dict)  # param -> start (L2-SP)
 
     def __post_init__(self) -> None:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
@@ -187,8 +188,19 @@ class Loop:
         set_lr(self.optimizer, lr_factor(stage.schedule, step, total, warmup))
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.pull_to_start()
         self.optimizer.zero_grad(set_to_none=True)
         return value
+
+    @torch.no_grad()
+    def pull_to_start(self) -> None:
+        """L2-SP, decoupled as AdamW decouples weight decay: each pulled weight
+        moves ``lr * l2sp`` of the way back to its starting value."""
+        for group in self.optimizer.param_groups:
+            if group.get("l2sp"):
+                for p in group["params"]:
+                    if p in self.anchors:  # a new head's biases are not pulled
+                        p.sub_(p - self.anchors[p], alpha=group["lr"] * group["l2sp"])
 
     def evaluate(
         self,

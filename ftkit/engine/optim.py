@@ -52,6 +52,7 @@ def apply_stage(model: nn.Module, optimizer: torch.optim.Optimizer, stage: Stage
                 "weight_decay": group.weight_decay,
                 "name": group.label,
                 "group": group.name,
+                "l2sp": group.l2sp,
             }
         )
 

@@ -126,6 +126,11 @@ class Session:
             channels_last=config.channels_last,
             compile=config.compile,
         )
+        self.loop.anchors = {  # L2-SP pulls these towards where they started
+            p: self.start_weights[name].to(device)
+            for name, p in self.model.named_parameters()
+            if name in self.plan.anchored
+        }
         self.sampler, self.train_loader, self.val_loader = loaders(config, self.data, world, device)
         self.loader, self.loader_stage = self.train_loader, -1
         self.epoch_steps = steps_per_epoch(

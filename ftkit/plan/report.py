@@ -37,11 +37,14 @@ def plan_table(plan: Plan, anatomy: Anatomy, config: Config, start: Sequence[str
             f"stage {i}/{len(plan.stages)} '{stage.name}': {stage.epochs} epoch(s), "
             f"loss {stage.loss}, schedule {stage.schedule}"
         )
-        lines.append(f"  {'group':<{width}} {'params':>12} {'lr':>9} {'wd':>7}  bn")
+        pulls = any(g.l2sp for g in stage.groups)  # -o l2sp: its column
+        l2sp = f" {'l2sp':>7}" if pulls else ""
+        lines.append(f"  {'group':<{width}} {'params':>12} {'lr':>9} {'wd':>7}{l2sp}  bn")
         for g in stage.groups:
+            l2sp = f" {g.l2sp:>7g}" if pulls else ""
             lines.append(
                 f"  {g.label:<{width}} {g.num_params:>12,} {fmt_lr(g.lr):>9} "
-                f"{g.weight_decay:>7g}  {g.bn_mode}"
+                f"{g.weight_decay:>7g}{l2sp}  {g.bn_mode}"
             )
         frozen = sum(anatomy.sizes[p] for p in stage.frozen)
         trainable = total - frozen

@@ -25,11 +25,13 @@ class ParamGroup:
     num_params: int
     bn_mode: str
     no_decay: bool = False  # the group's biases and norms: same LR, no weight decay
+    l2sp: float = 0.0  # the pull towards the starting weights (instead of weight decay)
+    new: bool = False  # with l2sp: the group's weights that did not come from the start
 
     @property
     def label(self) -> str:
         """How plan.json, the table and the optimizer name it."""
-        return f"{self.name}/no_decay" if self.no_decay else self.name
+        return self.name + ("/no_decay" if self.no_decay else "/new" if self.new else "")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class Plan:
     strategy: str
     stages: tuple[Stage, ...]
     warnings: tuple[str, ...] = ()
+    anchored: frozenset[str] = frozenset()  # with l2sp: what came from the weights
 
     @property
     def epochs(self) -> int:
@@ -75,7 +78,7 @@ class Plan:
                 {**asdict(g), "name": g.label, "params": list(g.params)} for g in stage.groups
             ]
             for group in data["groups"]:
-                del group["no_decay"]  # the label says it
+                del group["no_decay"], group["new"]  # the label says it
             data["frozen"] = list(stage.frozen)
             stages.append(data)
         return {"strategy": self.strategy, "stages": stages, "warnings": list(self.warnings)}
@@ -102,6 +105,12 @@ def make_plan(
     opts = request.options
     if opts.get("regroup"):
         anatomy = anatomy.regroup(opts["regroup"])
+    # L2-SP pulls what came from the weights (all of a --from baseline; a new head did not)
+    head = set(anatomy.params_of(anatomy.head)) if request.new_head else set()
+    loaded = request.pretrained or request.from_checkpoint
+    anchored = frozenset(p for p in anatomy.sizes if loaded and p not in head)
+    if opts.get("l2sp") and not anchored:
+        warnings += ("-o l2sp has no effect: no weights come from --weights or --from",)
     stages = []
     for spec in strategy.build(anatomy, request):
         if spec.epochs < 1:
@@ -125,7 +134,10 @@ def make_plan(
             seen.update(g.params)
             # BatchNorm in a trained group trains, unless every BatchNorm is kept frozen
             bn = "eval" if opts["bn_mode"] == "frozen" else "train"
-            groups += _split_decay(g.name, g.params, g.lr, opts["weight_decay"], anatomy, bn)
+            groups += _split_decay(
+                g.name, g.params, g.lr, opts["weight_decay"], anatomy, bn,
+                l2sp=opts.get("l2sp", 0.0), anchored=anchored,
+            )  # fmt: skip
         frozen = tuple(p for p in anatomy.sizes if p not in seen)
         stages.append(
             Stage(
@@ -148,6 +160,7 @@ def make_plan(
         plan.stages,
         warnings
         + tuple(lint(plan, anatomy, situation, request.optimizer, new_head=request.new_head)),
+        anchored if opts.get("l2sp") else frozenset(),
     )
 
 
@@ -158,16 +171,38 @@ def _split_decay(
     weight_decay: float,
     anatomy: Anatomy,
     bn_mode: str,
+    l2sp: float = 0.0,
+    anchored: frozenset[str] = frozenset(),
 ) -> list[ParamGroup]:
-    """One group becomes up to two: weights with decay, the rest without."""
-    decay = tuple(p for p in params if p not in anatomy.no_decay)
+    """One group becomes up to three, all at its LR: its weights (decayed, or
+    with ``l2sp`` pulled towards their start instead), the weights that did not
+    come from the start (``new``, decayed), and the rest (biases, norms),
+    never decayed, with ``l2sp`` pulled too where they came from the start."""
+    weights = tuple(p for p in params if p not in anatomy.no_decay)
+    pulled = tuple(p for p in weights if l2sp and p in anchored)
+    decayed = tuple(p for p in weights if p not in pulled)
     rest = tuple(p for p in params if p in anatomy.no_decay)
-    out = []
-    for no_decay, members, wd in ((False, decay, weight_decay), (True, rest, 0.0)):
-        if members:
-            size = sum(anatomy.sizes[p] for p in members)
-            out.append(ParamGroup(name, lr, wd, members, size, bn_mode, no_decay))
-    return out
+    rest_pull = l2sp if anchored.intersection(rest) else 0.0
+    halves = [
+        (pulled, 0.0, l2sp, False, False),
+        (decayed, weight_decay, 0.0, False, bool(pulled)),
+        (rest, 0.0, rest_pull, True, False),
+    ]
+    return [
+        ParamGroup(
+            name,
+            lr,
+            wd,
+            members,
+            sum(anatomy.sizes[p] for p in members),
+            bn_mode,
+            no_decay,
+            pull,
+            new,
+        )  # fmt: skip
+        for members, wd, pull, no_decay, new in halves
+        if members
+    ]
 
 
 def _situation(request: PlanRequest) -> str:

@@ -74,6 +74,15 @@ COMMON_OPTIONS = (
     ),
     Option("warmup_epochs", float, 1.0, "linear warmup length for 'warmup-cosine'", non_negative),
     Option(
+        "l2sp",
+        float,
+        0.0,
+        "L2-SP: pull the weights that came from --weights/--from towards those values, "
+        "not towards zero (decoupled, scaled by the LR like weight decay); a new head "
+        "keeps weight decay",
+        non_negative,
+    ),
+    Option(
         "regroup",
         str,
         "",
