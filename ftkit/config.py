@@ -189,6 +189,12 @@ class Config:
         "channels-last memory format (faster convolutions on recent GPUs with AMP)",
         trains=False,
     )
+    ema: float | None = opt(
+        None,
+        "keep an exponential moving average of the weights with this decay, e.g. 0.999: "
+        "validation scores it and best holds it (the raw model's metrics are kept too)",
+        check=_fraction,
+    )
     cache_features: str = opt(
         "auto",
         "train heads behind a frozen backbone on cached "

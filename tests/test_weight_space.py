@@ -207,3 +207,44 @@ def test_a_strong_l2sp_keeps_the_backbone_near_its_start(ftkit, freeze_run, tmp_
     assert backbone
     for group in backbone:
         assert moved["900"][group] < moved["0"][group] / 100, (group, moved)  # 2 orders
+
+
+def test_ema_with_decay_0_is_the_raw_model(ftkit, tmp_path):
+    result = ftkit("run", *SEG, *TINY, "--strategy", "full", "--ema", "0", "--out", "run")
+    assert result.returncode == 0, result.stderr
+    for record in read_jsonl(tmp_path / "run" / "metrics.jsonl"):
+        assert set(record["raw"]) == {k for k in record if k.startswith("val_")}
+        for key, value in record["raw"].items():
+            assert record[key] == value, key
+
+
+def test_a_killed_and_resumed_run_with_ema_is_bit_identical(ftkit, tmp_path):
+    from test_faults import FAULTS, last, optimizer_hash, rows, tensors_hash
+
+    (tmp_path / "faults.py").write_text(FAULTS)
+    args = ["run", *SEG, *TINY, "--strategy", "full", "--ema", "0.9", "--epochs", "3"]
+    args += ["--plugin", "faults"]
+    assert ftkit(*args, "--out", "reference").returncode == 0
+    killed = ftkit(*args, "--out", "run", env={"FAULT_KILL_AT": "epoch:2"})
+    assert killed.returncode == -9
+    resumed = ftkit("run", "--resume", "run")
+    assert resumed.returncode == 0, resumed.stderr
+    run, reference = tmp_path / "run", tmp_path / "reference"
+    assert rows(run) == rows(reference)
+    assert optimizer_hash(run) == optimizer_hash(reference)
+    for part in ("model", "ema"):
+        state = last(run)["model"] if part == "model" else last(run)["loop"]["ema"]["shadow"]
+        same = (
+            last(reference)["model"]
+            if part == "model"
+            else last(reference)["loop"]["ema"]["shadow"]
+        )
+        assert tensors_hash(state) == tensors_hash(same), part
+    assert any(r["raw"]["val_loss"] != r["val_loss"] for r in rows(reference))  # it averages
+    # best holds the average, not the raw weights (here the last epoch is the best)
+    from safetensors.torch import load_file
+
+    best = load_file(str(reference / "checkpoints" / "best.safetensors"))
+    if rows(reference)[-1]["val_miou"] == max(r["val_miou"] for r in rows(reference)):
+        shadow = last(reference)["loop"]["ema"]["shadow"]
+        assert all(torch.equal(best[k], shadow[k]) for k in best)

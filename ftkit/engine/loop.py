@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from ftkit.engine import distributed
 from ftkit.engine.distributed import World
+from ftkit.engine.ema import Ema
 from ftkit.engine.guards import GradNormAlert, NonFinite
 from ftkit.engine.optim import set_lr
 from ftkit.plan import Stage
@@ -76,6 +77,7 @@ class Loop:
     channels_last: bool = False
     compile: bool = False
     anchors: dict[Any, torch.Tensor] = field(default_factory=dict)  # param -> start (L2-SP)
+    ema: Ema | None = None  # --ema
 
     def __post_init__(self) -> None:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
@@ -189,6 +191,8 @@ class Loop:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.pull_to_start()
+        if self.ema is not None:
+            self.ema.update(self.model)
         self.optimizer.zero_grad(set_to_none=True)
         return value
 
@@ -230,6 +234,7 @@ class Loop:
             "alert": vars(self.alert).copy(),
             "nonfinite": vars(self.nonfinite).copy(),
             "progress": vars(self.progress).copy() if self.progress else None,
+            "ema": self.ema.state_dict() if self.ema else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -239,6 +244,8 @@ class Loop:
         vars(self.alert).update(state["alert"])
         vars(self.nonfinite).update(state["nonfinite"])
         self.progress = EpochProgress(**state["progress"]) if state["progress"] else None
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
 
 
 def autocast(amp: str, device: torch.device) -> Any:

@@ -46,6 +46,7 @@ class EpochRecord(_ReadsLikeJson):
     images_per_second: float = 0.0
     # per anatomy group, ||w - w0|| / ||w0|| against the run's starting weights
     weight_change: dict[str, float] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)  # with --ema: the raw model's val figures
 
     @property
     def trained(self) -> bool:
@@ -79,6 +80,7 @@ class EpochRecord(_ReadsLikeJson):
             "seconds": self.seconds,
             "images_per_second": self.images_per_second,
             "weight_change": self.weight_change,
+            **({"raw": self.raw} if self.raw else {}),
         }
 
 

@@ -120,11 +120,11 @@ class Checkpoints:
         self,
         out: RunDir,
         state: Callable[[], dict[str, Any]],
-        model: torch.nn.Module,
+        weights: Callable[[], dict[str, torch.Tensor]],
         stoppers: Stoppers,
         every: int = 1,
     ) -> None:
-        self.out, self.state, self.model, self.stoppers = out, state, model, stoppers
+        self.out, self.state, self.weights, self.stoppers = out, state, weights, stoppers
         self.every, self.behind = every, False  # behind: epochs done since `last`
 
     @hookimpl(trylast=True)
@@ -132,7 +132,7 @@ class Checkpoints:
         if not record.trained:
             return
         if self.stoppers.improved and self.out.main:
-            ckpt.save_weights(self.out.best, self.model.state_dict())
+            ckpt.save_weights(self.out.best, self.weights())
         if record.epoch % self.every == 0 or record.epoch == run.plan.epochs:
             self.save()
         else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import signal
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from ftkit.engine.cache import CachedFeatures, check_requested, why_not
 from ftkit.engine.console import Console, Report
 from ftkit.engine.distributed import EpochSampler, ShardSampler, World, epoch_seed
 from ftkit.engine.drift import group_changes
+from ftkit.engine.ema import Ema
 from ftkit.engine.guards import GradNormAlert, NonFinite, Stoppers
 from ftkit.engine.lifecycle import NoHooks, Run
 from ftkit.engine.loop import EpochProgress, Loop, NonFiniteStop
@@ -131,6 +133,8 @@ class Session:
             for name, p in self.model.named_parameters()
             if name in self.plan.anchored
         }
+        if config.ema is not None:
+            self.loop.ema = Ema(self.model, config.ema)
         self.sampler, self.train_loader, self.val_loader = loaders(config, self.data, world, device)
         self.loader, self.loader_stage = self.train_loader, -1
         self.epoch_steps = steps_per_epoch(
@@ -155,7 +159,7 @@ class Session:
         monitor = config.monitor or self.task.monitor
         self.stoppers = Stoppers(config, monitor, self.state)
         self.checkpoints = Checkpoints(
-            self.out, self.checkpoint, self.model, self.stoppers, config.save_every
+            self.out, self.checkpoint, self.best_weights, self.stoppers, config.save_every
         )
         self.own = [
             MetricsFile(self.out),
@@ -275,9 +279,13 @@ class Session:
         return progress
 
     def validate(self, epoch: int, stage: Stage, progress: EpochProgress) -> EpochRecord:
-        val, self.info.samples = self.loop.evaluate(
-            self.val_loader, self.loss_fn, self.task, self.num_classes
-        )
+        raw: dict[str, Any] = {}
+        if self.loop.ema is not None:  # the average is what counts; the raw model's for comparison
+            raw, _ = self.loop.evaluate(self.val_loader, self.loss_fn, self.task, self.num_classes)
+        with self.loop.ema.applied(self.model) if self.loop.ema else nullcontext():
+            val, self.info.samples = self.loop.evaluate(
+                self.val_loader, self.loss_fn, self.task, self.num_classes
+            )
         lrs: dict[str, float] = {}
         for group in self.loop.optimizer.param_groups:
             lrs.setdefault(group["group"], group["lr"])
@@ -294,6 +302,7 @@ class Session:
             weight_change=group_changes(self.start_weights, self.model.state_dict(), self.groups)
             if self.start_weights
             else {},
+            raw=raw,
         )
         self.state.epoch, self.state.last = epoch, record.to_json()
         return record
@@ -327,6 +336,10 @@ class Session:
             for plugin in self.own:
                 if self.plugins.pm.is_registered(plugin):
                     self.plugins.pm.unregister(plugin)
+
+    def best_weights(self) -> dict[str, torch.Tensor]:
+        """What ``best`` holds: the average with --ema, else the model's weights."""
+        return self.loop.ema.shadow if self.loop.ema else self.model.state_dict()
 
     def checkpoint(self) -> dict[str, Any]:
         """The content of ``last``."""
