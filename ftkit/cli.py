@@ -10,135 +10,23 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
 
 from ftkit import __version__
+from ftkit.cli_options import eval_options, make_config, plugin_option, run_options
+from ftkit.cli_weights import diff, interpolate, soup
 from ftkit.config import (
-    Config,
     build_config,
     check_output_dir,
     check_output_file,
-    field_type,
-    flag_of,
     load_file,
-    option_fields,
     run_dir_of,
 )
 from ftkit.errors import FtkitError, UsageError
 from ftkit.plan.options import parse_assignments
 from ftkit.plugins.manager import Plugins
-
-# What eval needs: the model, the data and how to read it, and where to compute. The
-# run's own config.toml supplies the rest (strategy, loss).
-EVAL_OPTIONS = (
-    "task",
-    "model",
-    "num_classes",
-    "data",
-    "image_size",
-    "num_samples",
-    "seed",
-    "loss",
-    "batch_size",
-    "amp",
-    "device",
-    "workers",
-)
-
-
-def run_options(
-    command: Callable[..., Any], only: tuple[str, ...] | None = None
-) -> Callable[..., Any]:
-    """The options shared by run and plan (all of ``Config``), and eval (``only``)."""
-    for f in reversed(option_fields()):
-        if only is not None and f.name not in only:
-            continue
-        flag = flag_of(f)
-        envvar = "FTKIT_" + flag.lstrip("-").replace("-", "_").upper()
-        kind = field_type(f)
-        default = f.default
-        shown = (
-            f"[default: {default}]"
-            if default is not None and "[default" not in f.metadata["help"]
-            else ""
-        )
-        help_text = f"{f.metadata['help']} {shown}".strip()
-        if kind is bool:
-            decl = [f"{flag}/--no-{flag[2:]}", f.name]
-            command = click.option(*decl, default=None, envvar=envvar, help=help_text)(command)
-        else:
-            off = f.metadata.get("off")
-            if off is not None:  # a former boolean's switch, kept: --no-augment
-                command = click.option(
-                    f"--no-{flag[2:]}",
-                    f.name,
-                    flag_value=off,
-                    default=None,
-                    help=f"same as {flag} {off}",
-                )(command)
-            ctype = {int: click.INT, float: click.FLOAT}.get(kind, click.STRING)
-            if f.metadata.get("choices"):
-                ctype = click.Choice(f.metadata["choices"])
-            command = click.option(
-                flag,
-                f.name,
-                type=ctype,
-                default=None,
-                envvar=envvar,
-                help=help_text,
-                metavar=None if f.metadata.get("choices") else kind.__name__.upper(),
-            )(command)
-    command = click.option(
-        "--config",
-        "config_file",
-        type=click.Path(dir_okay=False),
-        envvar="FTKIT_CONFIG",
-        help="TOML file with options and a [strategy] table",
-    )(command)
-    if only is None:
-        command = click.option(
-            "-o",
-            "--set",
-            "assignments",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="strategy option (repeatable); see 'ftkit strategies'",
-        )(command)
-    return plugin_option(command)
-
-
-def eval_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    return run_options(command, only=EVAL_OPTIONS)
-
-
-def plugin_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--plugin",
-        "plugin_modules",
-        multiple=True,
-        metavar="MODULE",
-        help="load a plugin module (repeatable); also FTKIT_PLUGINS=a,b",
-    )(command)
-
-
-def make_config(
-    config_file: str | None,
-    assignments: tuple[str, ...],
-    plugin_modules: tuple[str, ...],
-    values: dict[str, Any],
-) -> Config:
-    file_values = load_file(config_file) if config_file else {}
-    return build_config(
-        file_values,
-        values,
-        parse_assignments(assignments),
-        plugin_modules,
-        where=config_file or "command line",
-    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -152,6 +40,9 @@ def cli() -> None:
     ftkit run  --strategy two-stage --lr 1e-5
     """
 
+
+for command in (diff, interpolate, soup):  # commands that read finished runs
+    cli.add_command(command)
 
 PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
@@ -254,121 +145,6 @@ def eval_(checkpoint, config_file, plugin_modules, as_json, **values):
                 click.echo(
                     f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}"
                 )
-
-
-@cli.command()
-@click.argument("run", type=click.Path())
-@click.option(
-    "--against",
-    type=click.Path(),
-    help="weights to compare with (a file or a run) [default: the run's own start]",
-)
-@click.option("--json", "as_json", is_flag=True, help="print the figures as JSON")
-@click.option("--plot", type=click.Path(), help="draw a bar per group into FILE.png")
-@plugin_option
-def diff(run, against, as_json, plot, plugin_modules):
-    """How far a run's best weights moved from where it started, per group and tensor."""
-    run_dir, config = _finished_run(run, plot, plugin_modules)
-    from ftkit.engine.drift import diff as weight_diff
-    from ftkit.engine.drift import diff_table, plot_diff
-
-    report = weight_diff(run_dir, config, Plugins(config.plugins), against)
-    if plot:
-        plot_diff(report, plot)
-    if as_json:
-        from ftkit.engine.summary import json_text
-
-        click.echo(json_text(report, indent=2))
-    else:
-        click.echo(diff_table(report))
-
-
-def _finished_run(run: str, plot: str | None, plugin_modules: tuple[str, ...]) -> Any:
-    """The run directory a command reads, its config, and --plot checked first."""
-    run_dir = run_dir_of(run)
-    if run_dir is None or not (run_dir / "checkpoints").is_dir():
-        raise UsageError(f"'{run}' is not an ftkit run directory (no config.toml, no checkpoints/)")
-    if plot:
-        check_output_file(plot, "--plot", (".png",))
-    return run_dir, make_config(str(run_dir / "config.toml"), (), plugin_modules, {})
-
-
-def _alphas(text: str) -> list[float]:
-    try:
-        alphas = [float(a) for a in text.split(",") if a.strip()]
-    except ValueError:
-        alphas = []
-    if not alphas or not all(0 <= a <= 1 for a in alphas):
-        raise UsageError(f"--alpha expects a comma list of numbers in [0, 1], got '{text}'")
-    return alphas
-
-
-@cli.command()
-@click.argument("run", type=click.Path())
-@click.option(
-    "--alpha",
-    "alphas",
-    default=",".join(f"{i / 10:g}" for i in range(11)),
-    show_default=True,
-    help="the mixes to score: (1 - a) * start + a * fine-tuned",
-)
-@click.option(
-    "--backbone-only",
-    is_flag=True,
-    help="mix the backbone only and keep the fine-tuned head (for a new head)",
-)
-@click.option("--json", "as_json", is_flag=True, help="print the figures as JSON")
-@click.option("--plot", type=click.Path(), help="draw the metrics against alpha into FILE.png")
-@plugin_option
-def interpolate(run, alphas, backbone_only, as_json, plot, plugin_modules):
-    """WiSE-FT: score mixes of a run's start and its fine-tune; keep the best."""
-    run_dir, config = _finished_run(run, plot, plugin_modules)
-    from ftkit.engine.summary import json_text
-    from ftkit.engine.weight_space import interpolate as wise_ft
-    from ftkit.engine.weight_space import interpolation_table, plot_interpolation
-
-    report = wise_ft(run_dir, config, Plugins(config.plugins), _alphas(alphas), backbone_only)
-    (run_dir / "interpolate.json").write_text(json_text(report, indent=2) + "\n")
-    if plot:
-        plot_interpolation(report, plot)
-    click.echo(json_text(report, indent=2) if as_json else interpolation_table(report))
-
-
-@cli.command()
-@click.argument("runs", nargs=-1, required=True, type=click.Path())
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(),
-    help="the soup's weights, FILE.safetensors (its record beside it, FILE.json)",
-)
-@click.option("--json", "as_json", is_flag=True, help="print the record as JSON")
-@plugin_option
-def soup(runs, out, as_json, plugin_modules):
-    """Greedy model soup of runs that share a start: average what does not hurt."""
-    checked = [_finished_run(run, None, plugin_modules) for run in runs]
-    check_output_file(out, "--out", (".safetensors",))
-    if Path(out).exists():
-        raise UsageError(f"--out '{out}' already exists; choose another name")
-    from ftkit.engine.summary import json_text
-    from ftkit.engine.weight_space import soup as greedy_soup
-
-    run_dirs, config = [d for d, _ in checked], checked[0][1]
-    record = greedy_soup(run_dirs, config, Plugins(config.plugins), Path(out))
-    Path(out).with_suffix(".json").write_text(json_text(record, indent=2) + "\n")
-    if as_json:
-        click.echo(json_text(record, indent=2))
-        return
-    monitor = record["monitor"]
-    for row in record["runs"]:
-        click.echo(
-            f"{row[monitor]:.4f}  {row['run']}" + ("  (in the soup)" if row["in_soup"] else "")
-        )
-    click.echo(
-        f"greedy soup of {len(record['greedy']['runs'])}: {monitor} "
-        f"{record['greedy'][monitor]:.4f}; uniform soup of {len(record['runs'])}: "
-        f"{record['uniform'][monitor]:.4f}; weights in {out}"
-    )
 
 
 @cli.command()

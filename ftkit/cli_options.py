@@ -1,0 +1,121 @@
+"""The command-line options ``ftkit`` commands share: every ``Config`` field
+as an option (and its ``FTKIT_`` variable), ``--config``, ``-o`` and
+``--plugin``, and how they become one ``Config``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ftkit.config import Config, build_config, field_type, flag_of, load_file, option_fields
+from ftkit.plan.options import parse_assignments
+
+# What eval needs: the model, the data and how to read it, and where to compute. The
+# run's own config.toml supplies the rest (strategy, loss).
+EVAL_OPTIONS = (
+    "task",
+    "model",
+    "num_classes",
+    "data",
+    "image_size",
+    "num_samples",
+    "seed",
+    "loss",
+    "batch_size",
+    "amp",
+    "device",
+    "workers",
+)
+
+
+def run_options(
+    command: Callable[..., Any], only: tuple[str, ...] | None = None
+) -> Callable[..., Any]:
+    """The options shared by run and plan (all of ``Config``), and eval (``only``)."""
+    for f in reversed(option_fields()):
+        if only is not None and f.name not in only:
+            continue
+        flag = flag_of(f)
+        envvar = "FTKIT_" + flag.lstrip("-").replace("-", "_").upper()
+        kind = field_type(f)
+        default = f.default
+        shown = (
+            f"[default: {default}]"
+            if default is not None and "[default" not in f.metadata["help"]
+            else ""
+        )
+        help_text = f"{f.metadata['help']} {shown}".strip()
+        if kind is bool:
+            decl = [f"{flag}/--no-{flag[2:]}", f.name]
+            command = click.option(*decl, default=None, envvar=envvar, help=help_text)(command)
+        else:
+            off = f.metadata.get("off")
+            if off is not None:  # a former boolean's switch, kept: --no-augment
+                command = click.option(
+                    f"--no-{flag[2:]}",
+                    f.name,
+                    flag_value=off,
+                    default=None,
+                    help=f"same as {flag} {off}",
+                )(command)
+            ctype = {int: click.INT, float: click.FLOAT}.get(kind, click.STRING)
+            if f.metadata.get("choices"):
+                ctype = click.Choice(f.metadata["choices"])
+            command = click.option(
+                flag,
+                f.name,
+                type=ctype,
+                default=None,
+                envvar=envvar,
+                help=help_text,
+                metavar=None if f.metadata.get("choices") else kind.__name__.upper(),
+            )(command)
+    command = click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        envvar="FTKIT_CONFIG",
+        help="TOML file with options and a [strategy] table",
+    )(command)
+    if only is None:
+        command = click.option(
+            "-o",
+            "--set",
+            "assignments",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="strategy option (repeatable); see 'ftkit strategies'",
+        )(command)
+    return plugin_option(command)
+
+
+def eval_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    return run_options(command, only=EVAL_OPTIONS)
+
+
+def plugin_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--plugin",
+        "plugin_modules",
+        multiple=True,
+        metavar="MODULE",
+        help="load a plugin module (repeatable); also FTKIT_PLUGINS=a,b",
+    )(command)
+
+
+def make_config(
+    config_file: str | None,
+    assignments: tuple[str, ...],
+    plugin_modules: tuple[str, ...],
+    values: dict[str, Any],
+) -> Config:
+    file_values = load_file(config_file) if config_file else {}
+    return build_config(
+        file_values,
+        values,
+        parse_assignments(assignments),
+        plugin_modules,
+        where=config_file or "command line",
+    )
