@@ -56,6 +56,8 @@ class Prepared:
         pre = self.preprocessing
         return {
             "weights": self.weights.line() if self.weights else None,
+            # read by `ftkit interpolate`: a new head has no start worth mixing in
+            "new_head": self.weights.head_is_new if self.weights else True,
             "preprocessing": {
                 "mean": list(pre.mean),
                 "std": list(pre.std),

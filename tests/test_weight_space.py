@@ -92,23 +92,55 @@ def test_diff_refuses_what_it_cannot_use(ftkit, freeze_run, args, expected):
     assert expected in one_line_error(ftkit("diff", *args))
 
 
-def test_interpolation_at_0_and_1_is_the_start_and_the_fine_tune(ftkit, freeze_run, tmp_path):
-    result = ftkit(
-        "interpolate", str(freeze_run), "--alpha", "0,0.5,1", "--json", "--plot", "w.png"
-    )
+@pytest.fixture(scope="module")
+def switched_run(freeze_run):
+    """A fine-tune from the freeze run (--from): its head did not start new."""
+    import os
+    import subprocess
+    import sys
+
+    args = [
+        "run",
+        *SEG,
+        *TINY,
+        "--from",
+        str(freeze_run),
+        "--strategy",
+        "full",
+        "--out",
+        "switched",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "ftkit", *args], cwd=freeze_run.parent, capture_output=True,
+        text=True, env=os.environ,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return freeze_run.parent / "switched"
+
+
+def test_interpolation_at_0_and_1_is_the_start_and_the_fine_tune(ftkit, switched_run, tmp_path):
+    run = switched_run
+    result = ftkit("interpolate", str(run), "--alpha", "0,0.5,1", "--json", "--plot", "w.png")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
+    assert report["backbone_only"] is False and report["note"] is None
     rows = {row["alpha"]: row for row in report["rows"]}
-    start = freeze_run / "checkpoints" / "start.safetensors"
-    for alpha, checkpoint in ((0.0, start), (1.0, freeze_run)):
+    start = run / "checkpoints" / "start.safetensors"
+    for alpha, checkpoint in ((0.0, start), (1.0, run)):
         scored = json.loads(ftkit("eval", "--checkpoint", str(checkpoint), "--json").stdout)
         for key in ("val_miou", "val_loss", "val_iou_per_class"):
             assert rows[alpha][key] == scored[key], (alpha, key)
-    assert report == json.loads((freeze_run / "interpolate.json").read_text())
-    assert (freeze_run / "checkpoints" / "interpolated.safetensors").is_file()
+    assert report == json.loads((run / "interpolate.json").read_text())
+    assert (run / "checkpoints" / "interpolated.safetensors").is_file()
     assert (tmp_path / "w.png").stat().st_size > 0
-    text = ftkit("interpolate", str(freeze_run), "--alpha", "0,1", "--backbone-only")
+    text = ftkit("interpolate", str(run), "--alpha", "0,1", "--backbone-only")
     assert text.returncode == 0 and "backbone only, head fine-tuned" in text.stdout
+
+
+def test_a_new_head_is_never_mixed(ftkit, freeze_run):
+    report = json.loads(ftkit("interpolate", str(freeze_run), "--alpha", "0,1", "--json").stdout)
+    assert report["backbone_only"] is True
+    assert report["note"] == "the run's head started new (random): only the backbone is mixed"
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ greedy model soup over fine-tunes of one start (Wortsman et al. 2022)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,11 @@ def interpolate(
         raise UsageError(f"run '{run_dir}' has no checkpoints/{START} to interpolate from")
     start, tuned = read_state(start_path), read_state(run_dir)
     evaluator = Evaluator(config, plugins)
+    plan = json.loads((run_dir / "plan.json").read_text())
+    note = None
+    if plan.get("new_head", False) and not backbone_only:
+        backbone_only = True  # mixing in a random head only adds noise
+        note = "the run's head started new (random): only the backbone is mixed"
     keys = None
     if backbone_only:
         anatomy = evaluator.prepared.anatomy
@@ -76,6 +82,7 @@ def interpolate(
         "run": str(run_dir),
         "monitor": monitor,
         "backbone_only": backbone_only,
+        "note": note,
         "class_names": evaluator.data.class_names,
         "per_class": per_class,
         "rows": rows,
@@ -159,6 +166,8 @@ def interpolation_table(report: dict[str, Any]) -> str:
         mark = "  <- best" if row["alpha"] == report["best_alpha"] else ""
         lines.append("  ".join(_cell(c) for c in cells) + mark)
     what = "backbone only, head fine-tuned" if report["backbone_only"] else "all weights"
+    if report.get("note"):
+        lines.append(report["note"])
     lines.append(
         f"alpha 0 is the start, 1 the fine-tune ({what}); best alpha {report['best_alpha']:g}, "
         f"its weights in {report['weights']}"
