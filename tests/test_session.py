@@ -8,7 +8,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import torchrun
+from conftest import read_jsonl, torchrun
 
 from ftkit.config import Config
 from ftkit.engine.console import Console
@@ -136,6 +136,16 @@ def test_save_every_writes_last_every_n_epochs_and_when_the_run_stops(
     assert result.returncode == 0, result.stderr
     assert [json.loads(line) for line in log.read_text().splitlines()] == held
     assert load_state(tmp_path / "run/checkpoints/last.pt")["run"]["epoch"] == final
+
+
+def test_a_failure_before_the_first_last_keeps_the_trained_epochs(ftkit, tmp_path):
+    # --save-every 3 and an error in epoch 1's hooks: no `last` yet, but a trained epoch
+    (tmp_path / "ender.py").write_text(PLUGIN)
+    env = {"END_HOW": "raise", "END_LOG": str(tmp_path / "ends.jsonl")}
+    result = ftkit(*RUN, "--epochs", "3", "--save-every", "3", "--out", "run", env=env)
+    assert result.returncode == 1
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [1]
+    assert "removed" not in result.stderr
 
 
 def test_steps_per_epoch_counts_optimizer_steps():

@@ -280,3 +280,22 @@ def test_a_killed_and_resumed_run_with_ema_is_bit_identical(ftkit, tmp_path):
     if rows(reference)[-1]["val_miou"] == max(r["val_miou"] for r in rows(reference)):
         shadow = last(reference)["loop"]["ema"]["shadow"]
         assert all(torch.equal(best[k], shadow[k]) for k in best)
+
+
+def test_ema_keeps_frozen_weights_bit_identical(ftkit, tmp_path):
+    args = ["run", *SEG, *TINY, "--strategy", "freeze", "--ema", "0.9", "--out", "run"]
+    assert ftkit(*args).returncode == 0
+    report = json.loads(ftkit("diff", "run", "--json").stdout)  # best holds the average
+    for group in report["groups"]:
+        assert (group["relative_change"] == 0.0) == (group["part"] == "backbone"), group["name"]
+
+
+def test_diff_against_weights_of_another_shape_is_one_line(ftkit, freeze_run, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(freeze_run / "checkpoints" / "start.safetensors"))
+    name = next(k for k, v in state.items() if v.ndim == 4)
+    state[name] = torch.zeros(1, *state[name].shape[1:])
+    save_file(state, str(tmp_path / "other.safetensors"))
+    line = one_line_error(ftkit("diff", str(freeze_run), "--against", "other.safetensors"))
+    assert f"'{name}' is (1, " in line and "expected weights of the same architecture" in line

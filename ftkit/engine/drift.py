@@ -72,6 +72,12 @@ def diff(run_dir: Path, config: Config, plugins: Plugins, against: str | None = 
             f"'{start_path}' lacks {len(missing)} of the run's tensors (first: '{missing[0]}'); "
             "expected weights of the same architecture"
         )
+    for name, value in now.items():
+        if start[name].shape != value.shape:
+            raise UsageError(
+                f"'{start_path}': '{name}' is {tuple(start[name].shape)}, the run's is "
+                f"{tuple(value.shape)}; expected weights of the same architecture"
+            )
     anatomy = prepare(config, plugins, load_weights=False).anatomy
     groups = []
     for layer in anatomy.layers:

@@ -27,8 +27,9 @@ class Ema:
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for name, value in model.state_dict().items():
             if name in self.params and value.is_floating_point():
-                # d * shadow + (1 - d) * value: exactly the model's at d = 0
-                self.shadow[name].mul_(d).add_(value, alpha=1 - d)
+                # d * shadow + (1 - d) * value, exact where they are equal (a frozen
+                # weight stays bit-identical) and at d = 0 (the model's)
+                self.shadow[name].lerp_(value, 1 - d)
             else:
                 self.shadow[name].copy_(value)  # BatchNorm statistics follow the model
 

@@ -28,7 +28,10 @@ def acquire(run_dir: Path) -> None:
     run_dir = run_dir.resolve()
     path = run_dir / NAME
     while run_dir not in _held:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UsageError(f"cannot lock '{run_dir}' for writing: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

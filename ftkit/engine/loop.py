@@ -188,11 +188,13 @@ class Loop:
         if self.clip_grad_norm is not None:
             torch.nn.utils.clip_grads_with_norm_(params, self.clip_grad_norm, norm)
         set_lr(self.optimizer, lr_factor(stage.schedule, step, total, warmup))
+        scale = self.scaler.get_scale()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.pull_to_start()
-        if self.ema is not None:
-            self.ema.update(self.model)
+        if self.scaler.get_scale() >= scale:  # a lowered fp16 scale: the step was skipped
+            self.pull_to_start()
+            if self.ema is not None:
+                self.ema.update(self.model)
         self.optimizer.zero_grad(set_to_none=True)
         return value
 

@@ -53,7 +53,8 @@ def open_resume(
 ) -> tuple[Path, dict[str, Any]] | None:
     """The run directory and its ``last.pt``; None when the run already finished."""
     path = Path(run_dir)
-    if console.main and (path / "config.toml").is_file():  # rank 0 writes for every rank
+    finished = (path / "summary.json").is_file()  # read, never written: no lock
+    if console.main and (path / "config.toml").is_file() and not finished:
         lock.acquire(path)  # before anything is read: a run may be writing it now
     saved_config = build_config(run_config(run_dir), {}, {}, ())
     summary = path / "summary.json"

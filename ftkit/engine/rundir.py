@@ -59,10 +59,11 @@ class RunDir:
         return self.path / "checkpoints" / ckpt.START
 
     def create(self, config: Config, plan: dict[str, Any]) -> None:
-        # a run that fails before its first checkpoint removes what it made here
-        UNSAVED[:] = [(self.path, self.path.exists())]
+        existed = self.path.exists()
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
-        lock.acquire(self.path)
+        lock.acquire(self.path)  # first: a run that loses the race must not touch it
+        # a run that fails before its first checkpoint removes what it made here
+        UNSAVED[:] = [(self.path, existed)]
         # walked once per run: the checkpoints' copy of the config goes without it
         seen = fingerprint(config.data) if is_folder(config.data) else None
         (self.path / "config.toml").write_text(config.to_toml(seen))
@@ -195,8 +196,9 @@ UNSAVED: list[tuple[Path, bool]] = []
 
 def discard_unsaved_run(console: Console) -> None:
     for run_dir, existed in UNSAVED:
-        if (run_dir / "checkpoints" / ckpt.LAST).exists() or (run_dir / "summary.json").exists():
-            continue
+        kept = (run_dir / "checkpoints" / ckpt.LAST, run_dir / "summary.json")
+        if any(path.exists() for path in kept) or _has_rows(run_dir / "metrics.jsonl"):
+            continue  # trained epochs (before a first `last` with --save-every) are kept
         # an --out directory the user made was empty: everything in it is this run's
         for path in run_dir.iterdir() if existed else [run_dir]:
             if path.is_dir():
@@ -205,3 +207,7 @@ def discard_unsaved_run(console: Console) -> None:
                 path.unlink()
         console.warn(f"removed {run_dir}: the run failed before its first checkpoint")
     UNSAVED.clear()
+
+
+def _has_rows(metrics: Path) -> bool:
+    return metrics.is_file() and metrics.stat().st_size > 0
