@@ -188,10 +188,11 @@ class Loop:
         if self.clip_grad_norm is not None:
             torch.nn.utils.clip_grads_with_norm_(params, self.clip_grad_norm, norm)
         set_lr(self.optimizer, lr_factor(stage.schedule, step, total, warmup))
-        scale = self.scaler.get_scale()
+        after = bool(self.anchors) or self.ema is not None  # work for a step that was taken
+        scale = self.scaler.get_scale() if after else 0.0  # a GPU sync with fp16: only then
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if self.scaler.get_scale() >= scale:  # a lowered fp16 scale: the step was skipped
+        if after and self.scaler.get_scale() >= scale:  # a lowered fp16 scale: step skipped
             self.pull_to_start()
             if self.ema is not None:
                 self.ema.update(self.model)
@@ -206,7 +207,7 @@ class Loop:
             if group.get("l2sp"):
                 for p in group["params"]:
                     if p in self.anchors:  # a new head's biases are not pulled
-                        p.sub_(p - self.anchors[p], alpha=group["lr"] * group["l2sp"])
+                        p.lerp_(self.anchors[p], group["lr"] * group["l2sp"])
 
     def evaluate(
         self,

@@ -43,6 +43,7 @@ from ftkit.engine.summary import empty_classes, summarize
 from ftkit.errors import UsageError
 from ftkit.loggers.tensorboard import TensorBoard
 from ftkit.models import model_family
+from ftkit.models.weights import read_state
 from ftkit.plan import Stage, steps_per_epoch
 from ftkit.plugins.manager import Plugins
 from ftkit.prepare import input_size_problem, model_data, prepare_run
@@ -226,9 +227,7 @@ class Session:
             return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         if not self.out.start.is_file():  # a run from before start.safetensors existed
             return {}
-        from safetensors.torch import load_file
-
-        return load_file(str(self.out.start))
+        return read_state(self.out.start)
 
     def evaluate_baseline(self) -> None:
         """Epoch 0 of a run from a checkpoint: what the run must not lose."""
