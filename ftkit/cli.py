@@ -15,12 +15,19 @@ from typing import Any
 import click
 
 from ftkit import __version__
-from ftkit.cli_options import eval_options, make_config, plugin_option, run_options
+from ftkit.cli_options import (
+    check_plot,
+    eval_options,
+    make_config,
+    plot_option,
+    plugin_option,
+    run_options,
+)
+from ftkit.cli_tools import advise, lr_find
 from ftkit.cli_weights import diff, interpolate, soup
 from ftkit.config import (
     build_config,
     check_output_dir,
-    check_output_file,
     load_file,
     run_dir_of,
 )
@@ -41,30 +48,21 @@ def cli() -> None:
     """
 
 
-for command in (diff, interpolate, soup):  # commands that read finished runs
+for command in (diff, interpolate, soup, lr_find, advise):  # in cli_weights.py and cli_tools.py
     cli.add_command(command)
-
-PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 
 @cli.command()
 @run_options
 @click.option("--json", "as_json", is_flag=True, help="print the plan as JSON")
-@click.option(
-    "--plot",
-    type=click.Path(dir_okay=False),
-    help="draw every group's LR over the run's steps into an image: "
-    + ", ".join(PLOT_SUFFIXES)
-    + " (needs matplotlib)",
-)
+@plot_option("every group's LR over the run's steps")
 def plan(config_file, assignments, plugin_modules, as_json, plot, **values):
     """Print the plan that 'ftkit run' would execute, and its LR warnings."""
     from ftkit.plan.report import plan_table
     from ftkit.prepare import prepare_run
 
     config = make_config(config_file, assignments, plugin_modules, values)
-    if plot:
-        check_output_file(plot, "--plot", PLOT_SUFFIXES)
+    check_plot(plot)
     plugins = Plugins(config.plugins)
     # The same checks as 'ftkit run': what run would refuse, plan refuses.
     prepared = prepare_run(config, plugins)
@@ -124,9 +122,24 @@ def run(config_file, assignments, plugin_modules, resume, **values):
     help="a run directory, or a weights file (.safetensors)",
 )
 @eval_options
+@click.option(
+    "--tta",
+    type=click.Choice(["none", "flip"]),
+    default="none",
+    show_default=True,
+    help="test-time augmentation: 'flip' averages the softmax over each image and its "
+    "left-right flip",
+)
+@click.option(
+    "--calibrate",
+    is_flag=True,
+    help="classification: fit a temperature on the validation split, report ECE and NLL "
+    "before and after, and store it in RUN_DIR/calibration.json",
+)
+@plot_option("the confusion matrix")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
-def eval_(checkpoint, config_file, plugin_modules, as_json, **values):
-    """Metrics of a checkpoint on a dataset's validation split."""
+def eval_(checkpoint, config_file, plugin_modules, tta, calibrate, plot, as_json, **values):
+    """Metrics of a checkpoint on a dataset's validation split, per class too."""
     from ftkit.engine.evaluate import evaluate_checkpoint
 
     # A run's own config describes its model; options given here still win.
@@ -134,17 +147,31 @@ def eval_(checkpoint, config_file, plugin_modules, as_json, **values):
     if not config_file and run_dir:
         config_file = str(run_dir / "config.toml")
     config = make_config(config_file, (), plugin_modules, values)
-    metrics = evaluate_checkpoint(checkpoint, config, Plugins(config.plugins))
+    check_plot(plot)  # refused before the work, not after it
+    # positional: tests stand in for evaluate_checkpoint with a plain function
+    metrics = evaluate_checkpoint(checkpoint, config, Plugins(config.plugins), tta, calibrate)
+    for note in metrics.pop("notes", []):
+        click.echo(f"ftkit: note: {note}", err=True)
+    if plot:
+        from ftkit.engine.evaluate import plot_confusion
+
+        plot_confusion(metrics, plot)
     if as_json:
         from ftkit.engine.summary import json_text
 
         click.echo(json_text(metrics, indent=2))
-    else:
-        for key, value in metrics.items():
-            if not isinstance(value, list):
-                click.echo(
-                    f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}"
-                )
+        return
+    for key, value in metrics.items():
+        if not isinstance(value, list):
+            click.echo(
+                f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}"
+            )
+    from ftkit.engine.evaluate import per_class_table
+
+    table = per_class_table(metrics)
+    if table:
+        click.echo("")
+        click.echo(table)
 
 
 @cli.command()

@@ -9,7 +9,16 @@ from typing import Any
 
 import click
 
-from ftkit.config import Config, build_config, field_type, flag_of, load_file, option_fields
+from ftkit.config import (
+    Config,
+    build_config,
+    check_output_file,
+    field_type,
+    flag_of,
+    load_file,
+    option_fields,
+)
+from ftkit.errors import UsageError
 from ftkit.plan.options import parse_assignments
 
 # What eval needs: the model, the data and how to read it, and where to compute. The
@@ -119,3 +128,26 @@ def make_config(
         plugin_modules,
         where=config_file or "command line",
     )
+
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
+def plot_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--plot FILE``: ``what`` drawn into an image (matplotlib)."""
+    return click.option(
+        "--plot",
+        type=click.Path(dir_okay=False),
+        help=f"draw {what} into an image: {', '.join(PLOT_SUFFIXES)} (needs matplotlib)",
+    )
+
+
+def check_plot(plot: str | None) -> None:
+    """Refuse, before any work, a ``--plot`` that could not be written."""
+    if not plot:
+        return
+    check_output_file(plot, "--plot", PLOT_SUFFIXES)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'ftkit[plot]'") from None

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ftkit.cli_options import make_config, plugin_option
+from ftkit.cli_options import check_plot, make_config, plot_option, plugin_option
 from ftkit.config import check_output_file, run_dir_of
 from ftkit.errors import UsageError
 from ftkit.plugins.manager import Plugins
@@ -22,7 +22,7 @@ from ftkit.plugins.manager import Plugins
     help="weights to compare with (a file or a run) [default: the run's own start]",
 )
 @click.option("--json", "as_json", is_flag=True, help="print the figures as JSON")
-@click.option("--plot", type=click.Path(), help="draw a bar per group into FILE.png")
+@plot_option("a bar per group")
 @plugin_option
 def diff(run, against, as_json, plot, plugin_modules):
     """How far a run's best weights moved from where it started, per group and tensor."""
@@ -46,8 +46,7 @@ def _finished_run(run: str, plot: str | None, plugin_modules: tuple[str, ...]) -
     run_dir = run_dir_of(run)
     if run_dir is None or not (run_dir / "checkpoints").is_dir():
         raise UsageError(f"'{run}' is not an ftkit run directory (no config.toml, no checkpoints/)")
-    if plot:
-        check_output_file(plot, "--plot", (".png",))
+    check_plot(plot)
     return run_dir, make_config(str(run_dir / "config.toml"), (), plugin_modules, {})
 
 
@@ -76,7 +75,7 @@ def _alphas(text: str) -> list[float]:
     help="mix the backbone only and keep the fine-tuned head (for a new head)",
 )
 @click.option("--json", "as_json", is_flag=True, help="print the figures as JSON")
-@click.option("--plot", type=click.Path(), help="draw the metrics against alpha into FILE.png")
+@plot_option("the metrics against alpha")
 @plugin_option
 def interpolate(run, alphas, backbone_only, as_json, plot, plugin_modules):
     """WiSE-FT: score mixes of a run's start and its fine-tune; keep the best."""

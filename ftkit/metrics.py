@@ -2,6 +2,10 @@
 
 ``update`` only accumulates counts on the inputs' device; every ratio is derived once in
 ``compute``. ``state`` is a single int64 tensor, so one ``all_reduce(SUM)`` merges ranks.
+
+Classification also reports the expected calibration error (Guo et al. 2017, "On Calibration
+of Modern Neural Networks"): the max softmax probability of each sample falls in one of 15
+equal-width bins ``((b-1)/15, b/15]``, and ``ECE = sum_b n_b/N * |acc_b - conf_b|``.
 """
 
 from __future__ import annotations
@@ -160,11 +164,21 @@ class SegmentationMetrics(_ConfusionMetrics):
         }
 
 
-class ClassificationMetrics(_ConfusionMetrics):
-    """Accuracy, top-5 accuracy (from logits, when there are at least 5 classes) and F1."""
+ECE_BINS = 15
+# Confidences are summed in fixed point so the bins stay int64 counters in the one ``state``
+# tensor: exact, order-free sums (the same ECE however batches and ranks split the samples).
+# The unit 2**-24 is float32's resolution near 1 (float64 would fail on MPS), so a sample is
+# off by at most 3e-8; int64 holds 5e11 samples at confidence 1 in one bin.
+CONFIDENCE_UNIT = 2**24
 
-    # Top-5 hits and the number of samples that came with logits to rank.
-    _num_extra = 2
+
+class ClassificationMetrics(_ConfusionMetrics):
+    """Accuracy, top-5 accuracy (from logits, when there are at least 5 classes), F1 and the
+    expected calibration error (from logits)."""
+
+    # Top-5 hits and the number of samples that came with logits to rank; then per ECE bin:
+    # samples, correct ones, and their confidences summed in CONFIDENCE_UNITs.
+    _num_extra = 2 + 3 * ECE_BINS
 
     def __init__(self, num_classes: int, device: torch.device | str | None = None) -> None:
         super().__init__(num_classes, device)
@@ -173,12 +187,42 @@ class ClassificationMetrics(_ConfusionMetrics):
     def update(self, logits_or_preds: Tensor, target: Tensor) -> None:
         """Add a batch: logits (N, C) or class ids (N,)."""
         scores, target = self._to_state_device(logits_or_preds, target)
-        self._accumulate(_class_ids(scores, target, self.num_classes, "classification"), target)
+        preds = _class_ids(scores, target, self.num_classes, "classification")
+        self._accumulate(preds, target)
         if self._has_top5 and scores.is_floating_point():
             top5 = scores.topk(5, dim=1).indices
             n = self.num_classes
             self._state[n * n] += (top5 == target.unsqueeze(1)).any(dim=1).sum()
             self._state[n * n + 1] += target.numel()
+        if scores.is_floating_point():
+            self._bin_confidences(scores, preds == target)
+
+    def _bin_confidences(self, logits: Tensor, correct_ones: Tensor) -> None:
+        confidence = logits.float().softmax(dim=1).amax(dim=1)
+        # A non-finite logit has no confidence: left out of the bins, which makes the
+        # ECE nan (fewer binned than scored) instead of a garbage integer.
+        finite = confidence.isfinite()
+        confidence, correct_ones = confidence[finite], correct_ones[finite]
+        # bin b (from 0) holds (b/15, (b+1)/15], as Guo et al.'s
+        bins = (confidence * ECE_BINS).ceil().long().clamp(1, ECE_BINS) - 1
+        counts, correct, confidences = self._ece_state().unbind(0)
+        counts.index_add_(0, bins, torch.ones_like(bins))
+        correct.index_add_(0, bins, correct_ones.long())
+        confidences.index_add_(0, bins, (confidence * CONFIDENCE_UNIT).round().long())
+
+    def _ece_state(self) -> Tensor:
+        """A (3, ECE_BINS) view of ``state``: samples, correct and confidence sums per bin."""
+        n = self.num_classes
+        return self._state[n * n + 2 :].view(3, ECE_BINS)
+
+    def _ece(self, samples: float) -> float:
+        counts, correct, confidences = self._ece_state().cpu().tolist()
+        # Like top-5, nan unless every sample came with logits.
+        if sum(counts) == 0 or sum(counts) != samples:
+            return float("nan")
+        # n_b/N * |acc_b - conf_b| = |correct_b - confidence sum_b| / N: integers until here
+        gaps = sum(abs(c * CONFIDENCE_UNIT - s) for c, s in zip(correct, confidences, strict=True))
+        return gaps / (sum(counts) * CONFIDENCE_UNIT)
 
     def compute(self) -> dict[str, Any]:
         matrix, tp, truth, predicted = self._class_counts()
@@ -186,12 +230,13 @@ class ClassificationMetrics(_ConfusionMetrics):
         result: dict[str, Any] = {"accuracy": float(tp.sum() / truth.sum())}
         if self._has_top5:
             n = self.num_classes
-            hits, scored = self._state[n * n :].tolist()
+            hits, scored = self._state[n * n : n * n + 2].tolist()
             # Top-5 over only the batches that came with logits would silently be a different
             # metric, so it is nan unless every sample was ranked.
             complete = scored > 0 and scored == truth.sum().item()
             result["top5"] = hits / scored if complete else float("nan")
         result["macro_f1"] = float(f1.nanmean())
+        result["ece"] = self._ece(truth.sum().item())
         result["f1_per_class"] = f1.tolist()
         result["confusion_matrix"] = matrix
         return result

@@ -37,6 +37,13 @@ class Prepared:
     data: DataSplits
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     weights: LoadReport | None = None  # what --weights or --from put into the model
+    request: PlanRequest | None = None  # what the strategy was asked: the plan at another LR
+
+    def plan_at(self, lr: float) -> Plan:
+        """The same plan at base LR ``lr`` (its warnings are the LR lint's)."""
+        assert self.request is not None
+        request = replace(self.request, lr=lr)
+        return make_plan(self.strategy, self.anatomy, request, loss=self.loss)
 
     def start_lines(self) -> list[str]:
         """Where the weights come from and what images they want, for people."""
@@ -145,6 +152,7 @@ def prepare(config: Config, plugins: Plugins, *, load_weights: bool = True) -> P
         data,
         pre,
         report,
+        request,
     )
 
 

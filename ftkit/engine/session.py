@@ -33,7 +33,7 @@ from ftkit.engine.drift import group_changes
 from ftkit.engine.ema import Ema
 from ftkit.engine.guards import GradNormAlert, NonFinite, Stoppers
 from ftkit.engine.lifecycle import NoHooks, Run
-from ftkit.engine.loop import EpochProgress, Loop, NonFiniteStop
+from ftkit.engine.loop import EpochProgress, Loop, NonFiniteStop, anchors
 from ftkit.engine.loss import make_loss
 from ftkit.engine.optim import apply_stage, make_optimizer, set_train_mode
 from ftkit.engine.record import EpochRecord
@@ -129,11 +129,7 @@ class Session:
             channels_last=config.channels_last,
             compile=config.compile,
         )
-        self.loop.anchors = {  # L2-SP pulls these towards where they started
-            p: self.start_weights[name].to(device)
-            for name, p in self.model.named_parameters()
-            if name in self.plan.anchored
-        }
+        self.loop.anchors = anchors(self.model, self.plan.anchored, self.start_weights, device)
         if config.ema is not None:
             self.loop.ema = Ema(self.model, config.ema)
         self.sampler, self.train_loader, self.val_loader = loaders(config, self.data, world, device)

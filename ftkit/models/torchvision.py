@@ -143,12 +143,20 @@ def _matches(model: Any) -> bool:
 
 
 def split(model: Any) -> Any:
-    """A ResNet up to its pooled features, then ``fc``; other architectures none."""
+    """A ResNet up to its pooled features, then ``fc``; a MobileNet or an
+    EfficientNet up to its pooled ``features``, then ``classifier``; other
+    architectures none."""
     import torch
     import torchvision.models as tvm
 
     from ftkit.engine.cache import Split, params_outside
 
+    if isinstance(model, (tvm.MobileNetV2, tvm.MobileNetV3, tvm.EfficientNet)):
+
+        def pooled(x: torch.Tensor) -> torch.Tensor:  # what their forward does before classifier
+            return torch.flatten(torch.nn.functional.adaptive_avg_pool2d(model.features(x), 1), 1)
+
+        return Split(model, pooled, model.classifier, params_outside(model, "classifier"))
     if not isinstance(model, tvm.ResNet):
         return None
 
