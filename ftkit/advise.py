@@ -96,6 +96,13 @@ SCRATCH = Advice(
 )  # fmt: skip
 
 
+SIZE_REASONS = {
+    "small": f"under {SMALL:,} training images",
+    "medium": f"between {SMALL:,} and {LARGE:,} training images",
+    "large": f"{LARGE:,} training images or more",
+}
+
+
 def size_of(train_images: int) -> str:
     if train_images < SMALL:
         return "small"

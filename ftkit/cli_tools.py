@@ -139,10 +139,10 @@ def lr_find(
         plot_sweep(finding, plot)
     lr = fmt_lr(finding.suggestion)
     command = shlex.join(["ftkit", "run", *given_options(ctx, LR_FIND_OWN | {"lr"}), "--lr", lr])
-    if as_json:
-        click.echo(json.dumps({**finding.to_json(), "command": command}, indent=2))
-        return
     report = finding.to_json()
+    if as_json:
+        click.echo(json.dumps({**report, "command": command}, indent=2))
+        return
     groups = ", ".join(f"{name} x{ratio:.3g}" for name, ratio in report["groups"].items())
     sweep = finding.sweep
     click.echo(
@@ -155,7 +155,7 @@ def lr_find(
     )
     other = ", ".join(f"{k} {fmt_lr(v)}" for k, v in finding.suggestions.items() if k != rule)
     click.echo(f"suggested base LR: {lr} ({rule} rule; {other})")
-    lint = finding.lint()
+    lint = report["lint"]
     click.echo("LR lint at the suggestion: " + ("no warnings" if not lint else "; ".join(lint)))
     click.echo(f"run it:\n  {command}")
 
@@ -176,8 +176,8 @@ def advise(ctx, config_file, plugin_modules, as_json, **values):
     """Recommend a strategy, base LR and epochs for a data set and weights
     (seed 001's guide: data size x similarity to the pretraining domain,
     measured by a linear probe), with the commands to run."""
+    from ftkit.advise import SIZE_REASONS, alternative, domain_of, size_of, strategy_words
     from ftkit.advise import advise as pick
-    from ftkit.advise import alternative, domain_of, size_of, strategy_words
     from ftkit.engine.probe import probe
 
     config = make_config(config_file, (), plugin_modules, values)
@@ -214,8 +214,8 @@ def advise(ctx, config_file, plugin_modules, as_json, **values):
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(_data_line(prepared.config.task, report))
-    click.echo(f"size: {report['size']} ({_size_reason(train_images)})")
+    click.echo(_data_line(report))
+    click.echo(f"size: {report['size']} ({SIZE_REASONS[report['size']]})")
     click.echo(f"domain: {_domain_line(scores)}")
     click.echo(
         f"advice: {' '.join(strategy_words(advice))}\n"
@@ -236,28 +236,18 @@ def _advice_json(advice: Any) -> dict[str, Any]:
     return {**vars(advice), "options": list(advice.options)}
 
 
-def _data_line(task: str, report: dict[str, Any]) -> str:
+def _data_line(report: dict[str, Any]) -> str:
     names, counts = report["class_names"], report["label_counts"]
     head = (
         f"data: {report['train_images']} training images, {report['val_images']} validation, "
         f"{len(names)} classes"
     )
-    if task == "classification" or report["train_images"] == sum(counts):
+    if report["train_images"] == sum(counts):  # a label per image: classification
         per_class = ", ".join(f"{n} {c}" for n, c in zip(names, counts, strict=True))
         return f"{head}; training images per class: {per_class}"
     total = sum(counts) or 1
     shares = ", ".join(f"{n} {c / total:.1%}" for n, c in zip(names, counts, strict=True))
     return f"{head}; share of the training pixels: {shares}"
-
-
-def _size_reason(train_images: int) -> str:
-    from ftkit.advise import LARGE, SMALL
-
-    if train_images < SMALL:
-        return f"under {SMALL:,} training images"
-    if train_images >= LARGE:
-        return f"{LARGE:,} training images or more"
-    return f"between {SMALL:,} and {LARGE:,} training images"
 
 
 def _domain_line(scores: Any) -> str:

@@ -86,11 +86,11 @@ def test_ece_needs_logits_for_every_sample():
 
 
 def test_ece_matches_torchmetrics():
-    torchmetrics = pytest.importorskip("torchmetrics.functional.classification")
+    from torchmetrics.functional.classification import multiclass_calibration_error
     gen = torch.Generator().manual_seed(0)
     logits = 3 * torch.randn(500, 5, generator=gen)
     target = torch.randint(0, 5, (500,), generator=gen)
-    theirs = torchmetrics.multiclass_calibration_error(
+    theirs = multiclass_calibration_error(
         logits.softmax(1), target, num_classes=5, n_bins=15, norm="l1"
     )
     assert ece(logits, target) == pytest.approx(float(theirs), abs=1e-6)
@@ -326,6 +326,7 @@ def test_a_stored_temperature_applies_only_to_its_weights_and_tta(cls_run, tmp_p
         (["--tta", "rotate"], "'rotate' is not one of 'none', 'flip'"),
         (["--plot", "cm.txt"], "--plot 'cm.txt': unknown file type '.txt'"),
         (["--task", "segmentation", "--calibrate"], "--calibrate fits a temperature"),
+        (["--task", "classification"], "weights file 'w.safetensors' not found"),
     ],
 )
 def test_eval_refuses_what_it_cannot_do(ftkit, tmp_path, args, expected):

@@ -4,11 +4,11 @@
 
 lr-find: ImageNet MobileNetV2 on the elpv solar cells (300/200 at 80 px, the
 strategy benchmark's folder) for five strategies, and a U-Net MobileNetV2 on
-the animal canvases; each suggestion (the default ``valley`` rule; the
-``steepest`` one beside it) goes through the LR lint, and a 5-epoch run at
-the suggestion shows whether it trains. advise: the same weights on three
+the animal canvases, each swept with two shuffles; every rule's suggestion
+goes through the LR lint, and a 5-epoch run at the default rule's (seed 0)
+shows whether it trains. advise: the same weights on three
 folders of different size and domain: elpv with 300 and with 2,000 training
-images, and 6,000 animal silhouettes. About 12 minutes on a 2-core CPU;
+images, and 6,000 animal silhouettes. About 7 minutes on a 2-core CPU;
 ``--quick`` checks the plumbing on tiny data. Writes ``choose.json`` and
 ``choose.md`` into ``--out`` and, with ``--doc``, the section between
 ``<!-- choose:begin/end -->`` of that file.

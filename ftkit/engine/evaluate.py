@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from ftkit.config import Config, run_dir_of
 from ftkit.engine.calibration import calibrated, fit_temperature
-from ftkit.engine.checkpoint import BEST, atomic_write
+from ftkit.engine.checkpoint import atomic_write
 from ftkit.engine.distributed import pick_device
 from ftkit.engine.loop import evaluate
 from ftkit.engine.loss import make_loss
@@ -25,7 +25,7 @@ from ftkit.engine.record import PER_CLASS
 from ftkit.engine.resume import check_run_data
 from ftkit.engine.summary import json_text
 from ftkit.errors import UsageError
-from ftkit.models.weights import fit_weights, read_state
+from ftkit.models.weights import fit_weights, read_state, weights_file
 from ftkit.plugins.manager import Plugins
 from ftkit.prepare import model_data, prepare
 
@@ -89,7 +89,7 @@ def evaluate_checkpoint(
     kept: list[tuple[torch.Tensor, torch.Tensor]] = []
     keep = (lambda logits, y: kept.append((logits.cpu(), y.cpu()))) if classifier else None
     # hashed before reading: a run still writing `best` cannot swap the weights T is for
-    digest = _sha256(_weights_file(path)) if classifier else ""
+    digest = _sha256(weights_file(path)) if classifier else ""
     metrics = evaluator.score(read_state(path), path, tta, keep)
     result = {
         "checkpoint": path,
@@ -123,11 +123,6 @@ def _class_figures(metrics: dict[str, Any], classifier: bool) -> dict[str, Any]:
         figures["val_recall_per_class"] = (tp / truth).tolist()
     figures["support"] = [int(n) for n in truth.tolist()]
     return figures
-
-
-def _weights_file(path: str) -> Path:
-    """The file ``read_state(path)`` reads: a run's best weights, or ``path``."""
-    return Path(path) / "checkpoints" / BEST if Path(path).is_dir() else Path(path)
 
 
 def _sha256(path: Path) -> str:
@@ -188,7 +183,7 @@ def _store(
     if where is None:  # the figures are still worth having; T is in the output
         notes.append(f"'{path}' is not in a run directory: the temperature was not stored")
         return
-    weights = _weights_file(path)
+    weights = weights_file(path)
     record = {
         "temperature": temperature,
         **figures,

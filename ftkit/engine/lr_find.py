@@ -215,13 +215,16 @@ class Finding:
     def suggestion(self) -> float:
         return self.suggestions[self.rule]
 
-    def lint(self, rule: str | None = None) -> tuple[str, ...]:
-        """The LR lint's warnings for the plan at a rule's suggestion (the chosen one's)."""
-        return self.prepared.plan_at(self.suggestions[rule or self.rule]).warnings
+    def lint(self) -> dict[str, list[str]]:
+        """Each rule's LR lint: the warnings for the plan at its suggestion."""
+        return {
+            rule: list(self.prepared.plan_at(lr).warnings) for rule, lr in self.suggestions.items()
+        }
 
     def to_json(self) -> dict[str, Any]:
         stage = self.prepared.plan.stages[self.stage]
         base = self.prepared.config.lr
+        lint = self.lint()
         return {
             "strategy": self.prepared.plan.strategy,
             "stage": {"index": self.stage + 1, "name": stage.name},
@@ -230,8 +233,8 @@ class Finding:
             "suggested_lr": self.suggestion,
             "suggestions": self.suggestions,
             "stop": self.sweep.stop,
-            "lint": list(self.lint()),
-            "lint_by_rule": {rule: list(self.lint(rule)) for rule in self.suggestions},
+            "lint": lint[self.rule],
+            "lint_by_rule": lint,
             "lrs": self.sweep.lrs,
             "losses": self.sweep.losses,
             "smoothed": self.sweep.smoothed,
@@ -281,8 +284,9 @@ def find_lr(
     model = prepared.model.to(device)
     optimizer = make_optimizer(plugins.optimizers.get(config.optimizer), model)
     loop = Loop(model, optimizer, device, config.accumulate, config.amp, config.clip_grad_norm)
-    start_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    loop.anchors = anchors(model, prepared.plan.anchored, start_weights, device)  # -o l2sp
+    anchored = prepared.plan.anchored  # -o l2sp pulls these towards their start
+    starts = {n: p.detach().clone() for n, p in model.named_parameters() if n in anchored}
+    loop.anchors = anchors(model, anchored, starts, device)
     apply_stage(model, optimizer, stages[stage - 1])
     set_train_mode(model, stages[stage - 1])
     sampler, loader, _ = loaders(config, data, World(), device)

@@ -44,8 +44,8 @@ def looks_like_file(spec: str) -> bool:
 # --- reading ------------------------------------------------------------------
 
 
-def read_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a weights file or an ftkit run directory (its best weights)."""
+def weights_file(path: str | Path) -> Path:
+    """The file that ``read_state(path)`` reads: ``path``, or a run directory's best weights."""
     path = Path(path)
     if path.is_dir():
         best = path / "checkpoints" / BEST
@@ -54,6 +54,12 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
         path = best
     if not path.is_file():
         raise UsageError(f"weights file '{path}' not found")
+    return path
+
+
+def read_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file or an ftkit run directory (its best weights)."""
+    path = weights_file(path)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
