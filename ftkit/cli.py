@@ -136,10 +136,18 @@ def run(config_file, assignments, plugin_modules, resume, **values):
     help="classification: fit a temperature on the validation split, report ECE and NLL "
     "before and after, and store it in RUN_DIR/calibration.json",
 )
+@click.option(
+    "--split",
+    type=click.Choice(["auto", "val", "train", "all"]),
+    default="auto",
+    show_default=True,
+    help="the images scored; auto: the run's own data folder by its validation split, "
+    "another folder whole unless it has train/ and val/ (then val/)",
+)
 @plot_option("the confusion matrix")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
-def eval_(checkpoint, config_file, plugin_modules, tta, calibrate, plot, as_json, **values):
-    """Metrics of a checkpoint on a dataset's validation split, per class too."""
+def eval_(checkpoint, config_file, plugin_modules, tta, calibrate, split, plot, as_json, **values):
+    """Metrics of a checkpoint on a dataset (a test folder whole), per class too."""
     from ftkit.engine.evaluate import evaluate_checkpoint
 
     # A run's own config describes its model; options given here still win.
@@ -149,7 +157,9 @@ def eval_(checkpoint, config_file, plugin_modules, tta, calibrate, plot, as_json
     config = make_config(config_file, (), plugin_modules, values)
     check_plot(plot)  # refused before the work, not after it
     # positional: tests stand in for evaluate_checkpoint with a plain function
-    metrics = evaluate_checkpoint(checkpoint, config, Plugins(config.plugins), tta, calibrate)
+    metrics = evaluate_checkpoint(
+        checkpoint, config, Plugins(config.plugins), tta, calibrate, split
+    )
     for note in metrics.pop("notes", []):
         click.echo(f"ftkit: note: {note}", err=True)
     if plot:

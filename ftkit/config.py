@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+import re
+import tempfile
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -36,6 +38,10 @@ def _at_least_one(v: Any) -> str | None:
 def _fraction(v: float) -> str | None:
     # a share of a probability or of a metric in [0, 1]: 1 or more would erase the signal
     return None if 0 <= v < 1 else "must be in [0, 1)"
+
+
+def _open_fraction(v: float) -> str | None:
+    return None if 0 < v < 1 else "must be between 0 and 1"
 
 
 def _seed(v: int) -> str | None:
@@ -103,6 +109,12 @@ class Config:
         "Lightning or wrapped checkpoint, ftkit run, backbone-only)",
     )
     data: str = opt("builtin:shapes", "builtin:NAME or a dataset folder")
+    val_fraction: float = opt(
+        0.2,
+        "share of a folder without train/ and val/ held out for validation, chosen by a "
+        "hash of each file's path: adding files moves none of the others",
+        check=_open_fraction,
+    )
     image_size: int | None = opt(
         None,
         "image side in pixels [default: a classifier's pretrained input size, else 64]",
@@ -215,6 +227,11 @@ class Config:
         # the user's spelling for the error that follows.
         if isinstance(self.data, str) and is_folder(self.data):
             object.__setattr__(self, "data", os.path.abspath(self.data))
+        # The same for the files a run starts from: config.toml names them from anywhere.
+        for name in ("weights", "start_from"):
+            value = getattr(self, name)
+            if isinstance(value, str) and os.path.exists(value):
+                object.__setattr__(self, name, os.path.abspath(value))
         try:  # also for Config(...) and replace(): the old booleans included
             object.__setattr__(self, "augment", augment_spec.canonical(self.augment))
         except ValueError as exc:
@@ -278,7 +295,9 @@ def option_of(f: Any) -> Option:
 def load_file(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            data = _strategy_beside_its_table(fh.read().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"config file '{path}' is not UTF-8 text: {exc.reason}") from None
     except FileNotFoundError:
         raise UsageError(f"config file '{path}' not found") from None
     except tomllib.TOMLDecodeError as exc:
@@ -303,6 +322,30 @@ def load_file(path: str) -> dict[str, Any]:
     return data
 
 
+_TOP_STRATEGY = re.compile(r"^\s*strategy\s*=")
+_STRATEGY_TABLE = re.compile(r"^\s*\[\s*strategy\s*\]")
+
+
+def _strategy_beside_its_table(text: str) -> dict[str, Any]:
+    """TOML, where ``strategy = "NAME"`` may stand at the top beside a ``[strategy]``
+    table of its options: what people write, though TOML defines the key twice.
+    The name then becomes the table's ``name``."""
+    lines = text.splitlines()
+    first_table = next((i for i, line in enumerate(lines) if line.lstrip().startswith("[")), None)
+    top = next((i for i, line in enumerate(lines[:first_table]) if _TOP_STRATEGY.match(line)), None)
+    if top is None or not any(_STRATEGY_TABLE.match(line) for line in lines):
+        return tomllib.loads(text)
+    name = tomllib.loads(lines[top])["strategy"]
+    data = tomllib.loads("\n".join(lines[:top] + [""] + lines[top + 1 :]))
+    table = data["strategy"]
+    if "name" in table and table["name"] != name:
+        raise tomllib.TOMLDecodeError(
+            f"strategy = {name!r} at the top and name = {table['name']!r} in [strategy]"
+        )
+    table["name"] = name
+    return data
+
+
 def check_output_dir(path: str | Path, what: str) -> None:
     """Refuse, before any work, a folder that cannot be created or written: a regular
     file on its path, or a nearest existing folder without write permission."""
@@ -313,6 +356,14 @@ def check_output_dir(path: str | Path, what: str) -> None:
             raise UsageError(f"{what} '{path}': '{ancestor}' is a file, not a folder")
         if not os.access(ancestor, os.W_OK | os.X_OK):
             raise UsageError(f"{what} '{path}': cannot write in '{ancestor}' (permission denied)")
+        # Permission bits do not tell everything (root under /sys, a read-only mount):
+        # a folder made and removed at once does.
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".ftkit-probe-", dir=ancestor))
+        except OSError as exc:
+            raise UsageError(
+                f"{what} '{path}': cannot create a folder in '{ancestor}' ({exc.strerror})"
+            ) from None
         return
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftkit.config import DEFAULT_IMAGE_SIZE, DEFAULT_MODELS, Config
+from ftkit.data import is_folder
 from ftkit.errors import UsageError
 from ftkit.models.family import Preprocessing
 from ftkit.plan import Plan, make_plan
@@ -57,7 +58,33 @@ class Prepared:
         return [
             self.weights.line() if self.weights else "weights: random initialisation",
             f"input: {size}, mean {_fmt(pre.mean)}, std {_fmt(pre.std)} ({pre.source})",
+            self.data_line(),
         ]
+
+    def data_line(self) -> str:
+        """How many samples each split holds, and how the split was made."""
+        data, config = self.data, self.config
+        n_train, n_val = len(data.train), len(data.val)  # type: ignore[arg-type]
+        line = f"data: {n_train} train, {n_val} val samples, {data.num_classes} classes"
+        labels = getattr(getattr(data.train, "source", None), "targets", None)
+        if data.task == "classification" and labels is not None:
+            counts = [0] * data.num_classes
+            for label in labels:
+                counts[int(label)] += 1
+            line += (
+                " (train "
+                + ", ".join(f"{name} {n}" for name, n in zip(data.class_names, counts, strict=True))
+                + ")"
+            )
+        if is_folder(config.data):
+            from ftkit.data.folders import has_own_split
+
+            line += (
+                "; split by the folder's train/ and val/"
+                if has_own_split(Path(config.data))
+                else f"; split by path hash, val fraction {config.val_fraction:g}"
+            )
+        return line
 
     def start_json(self) -> dict[str, Any]:
         pre = self.preprocessing
@@ -78,7 +105,11 @@ def _fmt(values: tuple[float, ...]) -> str:
     return "(" + ", ".join(f"{v:.3g}" for v in values) + ")"
 
 
-def resolve_strategy(config: Config, plugins: Plugins) -> tuple[Strategy, dict[str, Any]]:
+def resolve_strategy(
+    config: Config, plugins: Plugins, *, check_files: bool = True
+) -> tuple[Strategy, dict[str, Any]]:
+    """The strategy and its options; ``check_files`` refuses a missing ``--from`` or
+    ``--weights`` file (not wanted where the weights come from a run's checkpoint)."""
     strategy: Strategy = plugins.strategies.get(config.strategy)
     options = resolve_options(
         strategy.all_options(), config.strategy_options, f"strategy '{strategy.name}'"
@@ -88,6 +119,8 @@ def resolve_strategy(config: Config, plugins: Plugins) -> tuple[Strategy, dict[s
             f"strategy '{strategy.name}' needs --from CHECKPOINT "
             f"(the converged baseline to start from)"
         )
+    if not check_files:
+        return strategy, options
     from ftkit.models.weights import looks_like_file
 
     weights_file = config.weights if config.weights and looks_like_file(config.weights) else None
@@ -106,7 +139,8 @@ def prepare(config: Config, plugins: Plugins, *, load_weights: bool = True) -> P
     if config.model is None and config.task not in DEFAULT_MODELS:
         # A plugin's task: the default model of the labels it uses.
         config = replace(config, model=DEFAULT_MODELS[task.targets])
-    strategy, options = resolve_strategy(config, plugins)
+    # A run's later commands read its checkpoints: the files it started from may be gone.
+    strategy, options = resolve_strategy(config, plugins, check_files=load_weights)
     pre = preprocessing(config, plugins)
     if config.image_size is None:
         # A classifier's pretrained weights say what input size they were trained at.
@@ -238,6 +272,7 @@ def open_data(config: Config, plugins: Plugins, num_classes: int | None = None) 
         num_samples=config.num_samples,
         seed=config.seed,
         augment=config.augment,
+        val_fraction=config.val_fraction,
         num_classes=num_classes,
         mixup=config.mixup,
         cutmix=config.cutmix,

@@ -87,6 +87,7 @@ def test_ece_needs_logits_for_every_sample():
 
 def test_ece_matches_torchmetrics():
     from torchmetrics.functional.classification import multiclass_calibration_error
+
     gen = torch.Generator().manual_seed(0)
     logits = 3 * torch.randn(500, 5, generator=gen)
     target = torch.randint(0, 5, (500,), generator=gen)

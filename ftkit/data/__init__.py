@@ -96,6 +96,26 @@ class DataSplits:
         splits._label_counts = self._label_counts  # labels do not depend on transforms
         return splits
 
+    def scored(self, split: str) -> DataSplits:
+        """The same data with ``split`` as the split that is scored: ``val``, ``train``
+        (its images as validation sees them: no augmentation) or ``all`` of them."""
+        from torch.utils.data import ConcatDataset
+
+        from ftkit.data.transforms import SampleDataset
+
+        if split == "val":
+            return self
+        if split not in SCORED_SPLITS:
+            raise unknown("split", split, SCORED_SPLITS)
+        train = self.train
+        if isinstance(train, SampleDataset) and isinstance(self.val, SampleDataset):
+            train = train.with_transforms(augment="none", mean=self.val.mean, std=self.val.std)
+        val = train if split == "train" else ConcatDataset([train, self.val])
+        return replace(self, val=val)
+
+
+SCORED_SPLITS = ("val", "train", "all")
+
 
 def load_data(
     spec: str,

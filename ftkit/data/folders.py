@@ -20,9 +20,10 @@ train/val, or ``train/CLASS/`` and ``val/CLASS/``. Classes are sorted by name
 unless ``classes.txt`` gives their order.
 
 ``classes.txt`` (optional, at the top) lists the class names in label order,
-one a line. Folders without train/ and val/ are split by ``val_fraction`` with
-a fixed seed, not the training seed: a baseline and its fine-tuned model must
-see the same validation images.
+one a line. Folders without train/ and val/ are split by ``val_fraction`` and a
+hash of each image's path inside the folder (``split_key``), not by a seed: a
+baseline and its fine-tuned model see the same validation images, and files
+added later land on one side without moving any other.
 
 Every image is decoded and every mask read once when the dataset is built, so
 a broken file stops the run before training, naming the file. Images are
@@ -35,8 +36,9 @@ disk on each use.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -52,7 +54,6 @@ IMAGE_SUFFIXES = frozenset(
 CLASSES_FILE = "classes.txt"
 # An inferred label covering under 0.01% of the labelled pixels is taken for noise.
 RARE_LABEL_FRACTION = 1e-4
-SPLIT_SEED = 0
 SPLITS = ("train", "val")
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -160,14 +161,20 @@ def _segmentation(
                 pixels[value] = pixels.get(value, 0) + count
             masks[split].append(resize_mask(torch.from_numpy(mask), image_size))
 
+    known = listed or default_names
     if num_classes is None:
-        known = listed or default_names
         num_classes = len(known) if known else _infer_num_classes(pixels, root)
-    elif listed and num_classes < len(listed):
+    elif known and num_classes < len(known):
         raise UsageError(
-            f"--num-classes {num_classes} is fewer than the {len(listed)} classes "
-            f"listed in '{root / CLASSES_FILE}'"
+            f"--num-classes {num_classes} is fewer than the {len(known)} classes "
+            f"{_where_listed(root, listed)}"
         )
+    elif known and num_classes > len(known):
+        _refuse_phantoms(num_classes, len(known), _where_listed(root, listed))
+    elif not known:
+        labelled = max((v for v in pixels if v != IGNORE_INDEX), default=-1) + 1
+        if num_classes > labelled:
+            _refuse_phantoms(num_classes, labelled, f"that the masks of '{root}' hold")
     for mask_path, values in labels:
         bad = values[((values >= num_classes) | (values < 0)) & (values != IGNORE_INDEX)]
         if bad.size:
@@ -225,6 +232,20 @@ def _voc_pairs(root: Path, split: str) -> list[Pair]:
             raise UsageError(f"image '{image}' has no mask; expected '{mask}'")
         pairs.append((image, mask))
     return pairs
+
+
+def _where_listed(root: Path, listed: list[str] | None) -> str:
+    return f"listed in '{root / CLASSES_FILE}'" if listed else "of Pascal VOC"
+
+
+def _refuse_phantoms(num_classes: int, known: int, where: str) -> None:
+    """More classes than the data has would average classes no image holds (IoU 0)
+    into every mean: a silently lower score."""
+    phantom = ", ".join(str(i) for i in range(known, num_classes))
+    raise UsageError(
+        f"--num-classes {num_classes} is more than the {known} classes {where}; no "
+        f"image holds class(es) {phantom}: list them in {CLASSES_FILE}, or drop --num-classes"
+    )
 
 
 def _infer_num_classes(pixels: dict[int, int], root: Path) -> int:
@@ -304,6 +325,8 @@ def _classification(
             f"--num-classes {num_classes} is fewer than the {len(names)} classes of "
             f"'{root}' ({', '.join(names)})"
         )
+    if num_classes is not None and num_classes > len(names):
+        _refuse_phantoms(num_classes, len(names), f"of '{root}' ({', '.join(names)})")
 
     def samples(split_folders: dict[str, list[Path]]) -> list[tuple[Path, int]]:
         return [(f, names.index(c)) for c, files in split_folders.items() for f in files]
@@ -372,6 +395,12 @@ def _class_folders_with_images(folder: Path) -> bool:
     )
 
 
+def has_own_split(root: Path) -> bool:
+    """True when the folder says itself which images are validation ones."""
+    voc = (root / "ImageSets" / "Segmentation").is_dir()
+    return voc or all((root / split).is_dir() for split in SPLITS)
+
+
 def _has_splits(root: Path) -> bool:
     present = [(root / split).is_dir() for split in SPLITS]
     if any(present) and not all(present):
@@ -384,16 +413,37 @@ def _has_splits(root: Path) -> bool:
 
 
 def _split(items: list[T], val_fraction: float, root: Path) -> tuple[list[T], list[T]]:
+    """Train and val by ``split_key``: a file is held out when the hash of its path
+    relative to ``root`` falls under ``val_fraction``. No other file decides its side,
+    so files added later (or removed) move none of the others: a baseline's training
+    images never become its fine-tune's validation images. Classes are stratified in
+    expectation (each file is one independent draw), not to the exact count."""
     n = len(items)
-    n_val = max(1, round(n * val_fraction))
-    if n_val >= n:
+    if n < 2:
         raise UsageError(
             f"dataset '{root}' has {n} sample(s), too few to split off a validation set "
             f"(val_fraction {val_fraction}); expected at least 2, or train/ and val/ folders"
         )
-    order = np.random.default_rng(SPLIT_SEED).permutation(n)
-    val = set(order[:n_val].tolist())
+    keys = [split_key(_image_of(item), root) for item in items]
+    val = {i for i, k in enumerate(keys) if k < val_fraction}
+    # A tiny folder may draw no side at all: the extreme hash goes over (still stable
+    # until a file with a more extreme hash arrives).
+    if not val:
+        val = {min(range(n), key=keys.__getitem__)}
+    elif len(val) == n:
+        val.discard(max(range(n), key=keys.__getitem__))
     return [x for i, x in enumerate(items) if i not in val], [items[i] for i in sorted(val)]
+
+
+def split_key(image: Path, root: Path) -> float:
+    """A number in [0, 1) fixed by the image's path inside the dataset folder."""
+    relative = image.relative_to(root).as_posix()
+    digest = hashlib.sha256(relative.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def _image_of(item: Any) -> Path:
+    return item[0]  # a (image, mask) pair or an (image, label) sample
 
 
 def _read_class_names(root: Path) -> list[str] | None:

@@ -20,6 +20,12 @@ Evaluation, as ``ftkit eval`` does it
   weights' sha256 and the ``--tta`` it was fitted with. A later ``ftkit eval``
   of the same weights with the same ``--tta`` reports ``temperature`` and
   ``ece_calibrated``.
+- T is bounded to [0.05, 20] (``T_RANGE``). A model that needs more than 20
+  has logits that carry no confidence (T -> infinity makes every probability
+  1/C, a "perfect" ECE of a useless model); one that needs under 0.05 is 20x
+  under-confident, beyond what one scalar should fix. A T at a bound, or a
+  calibrated NLL no better than chance's (ln C) or than the uncalibrated
+  one, is reported with a warning and never stored.
 - T is fitted and judged on the same validation split: ``ece_calibrated`` is
   an in-sample, optimistic figure (one parameter overfits little on hundreds
   of samples, but judge it on held-out data before relying on it).
@@ -27,14 +33,18 @@ Evaluation, as ``ftkit eval`` does it
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from ftkit.metrics import ClassificationMetrics
 
+T_RANGE = (0.05, 20.0)  # why these bounds: the module docstring
+
 
 def fit_temperature(logits: torch.Tensor, target: torch.Tensor) -> float:
-    """The T > 0 that minimises the mean NLL of ``softmax(logits / T)``."""
+    """The T in ``T_RANGE`` that minimises the mean NLL of ``softmax(logits / T)``."""
     # clone: logits kept under inference_mode cannot take part in autograd
     logits, target = logits.detach().double().clone(), target.detach().long().clone()
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)  # from T = 1
@@ -51,9 +61,32 @@ def fit_temperature(logits: torch.Tensor, target: torch.Tensor) -> float:
     with torch.enable_grad():
         optimizer.step(closure)
     temperature = float(log_t.detach().exp())
-    if not 0 < temperature < float("inf"):
+    if math.isnan(temperature):
         raise ValueError(f"temperature scaling did not converge (T = {temperature})")
-    return temperature
+    # The NLL is convex in 1/T, so its minimum over the range is the nearest bound.
+    return min(max(temperature, T_RANGE[0]), T_RANGE[1])
+
+
+def doubts(figures: dict[str, float], temperature: float, num_classes: int) -> list[str]:
+    """Why a fitted T is not worth keeping; empty when it is."""
+    found = []
+    if temperature in T_RANGE:
+        found.append(
+            f"T = {temperature:g} is at the bound of {T_RANGE[0]:g}..{T_RANGE[1]:g}: "
+            "the logits carry little confidence signal to scale"
+        )
+    chance = math.log(num_classes)
+    if figures["nll_after"] >= chance - 1e-6:
+        found.append(
+            f"the calibrated NLL {figures['nll_after']:.4f} is no better than chance's "
+            f"(ln {num_classes} = {chance:.4f})"
+        )
+    if figures["nll_after"] > figures["nll_before"] + 1e-9:
+        found.append(
+            f"the calibrated NLL {figures['nll_after']:.4f} is worse than the "
+            f"uncalibrated {figures['nll_before']:.4f}"
+        )
+    return found
 
 
 def ece(logits: torch.Tensor, target: torch.Tensor) -> float:

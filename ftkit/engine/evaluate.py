@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from ftkit.config import Config, run_dir_of
-from ftkit.engine.calibration import calibrated, fit_temperature
+from ftkit.config import Config, read_run_config, run_dir_of
+from ftkit.data import is_folder
+from ftkit.engine.calibration import calibrated, doubts, fit_temperature
 from ftkit.engine.checkpoint import atomic_write
 from ftkit.engine.distributed import pick_device
 from ftkit.engine.loop import evaluate
@@ -36,10 +37,11 @@ class Evaluator:
     """A model of ``config``'s architecture, the validation data and the loss:
     ``score(state)`` gives the validation metrics of those weights."""
 
-    def __init__(self, config: Config, plugins: Plugins) -> None:
+    def __init__(self, config: Config, plugins: Plugins, split: str = "val") -> None:
         self.prepared = prepare(config, plugins, load_weights=False)
         self.device = pick_device(config.device)
-        self.data = model_data(self.prepared)
+        self.split = split
+        self.data = model_data(self.prepared).scored(split)
         self.loader = DataLoader(
             self.data.val, batch_size=config.batch_size, num_workers=config.workers
         )
@@ -66,8 +68,28 @@ class Evaluator:
         return metrics
 
 
+def scored_split(requested: str, config: Config, run_dir: Path | None) -> str:
+    """``auto``: a run's own data folder is scored on its validation split, as training
+    scored it; any other folder is a test set, scored whole unless it has train/ and
+    val/ (or VOC's lists) of its own."""
+    if requested != "auto":
+        return requested
+    if not is_folder(config.data):
+        return "val"
+    if run_dir and read_run_config(run_dir).get("data") == config.data:
+        return "val"
+    from ftkit.data.folders import has_own_split
+
+    return "val" if has_own_split(Path(config.data)) else "all"
+
+
 def evaluate_checkpoint(
-    path: str, config: Config, plugins: Plugins, tta: str = "none", calibrate: bool = False
+    path: str,
+    config: Config,
+    plugins: Plugins,
+    tta: str = "none",
+    calibrate: bool = False,
+    split: str = "auto",
 ) -> dict[str, Any]:
     """``ftkit eval``: the metrics, each class's support, and for a classifier
     the temperature (``calibrate`` fits and stores it; a stored one is applied).
@@ -84,7 +106,8 @@ def evaluate_checkpoint(
         check_run_data(run_dir, config)
     if calibrate and run_dir and not os.access(run_dir, os.W_OK | os.X_OK):
         raise UsageError(f"--calibrate: cannot write in '{run_dir}'; calibrate a copy of the run")
-    evaluator = Evaluator(config, plugins)
+    split = scored_split(split, config, run_dir)
+    evaluator = Evaluator(config, plugins, split)
     # A classifier's logits are N x C, small enough to keep for the calibration.
     kept: list[tuple[torch.Tensor, torch.Tensor]] = []
     keep = (lambda logits, y: kept.append((logits.cpu(), y.cpu()))) if classifier else None
@@ -93,6 +116,8 @@ def evaluate_checkpoint(
     metrics = evaluator.score(read_state(path), path, tta, keep)
     result = {
         "checkpoint": path,
+        "data": config.data,
+        "split": split,
         "samples": len(evaluator.data.val),  # type: ignore[arg-type]
         "tta": tta,
         **metrics,
@@ -150,8 +175,13 @@ def _temperature(
     if calibrate:
         temperature = fit_temperature(logits, target)
         figures = calibrated(logits, target, temperature)
-        _store(stored, path, digest, tta, temperature, figures, len(target), notes)
-        extra = {"calibration_file": str(stored)} if stored else {}
+        problems = doubts(figures, temperature, logits.shape[1])
+        if problems:
+            notes += [f"warning: {p}; the temperature was not stored" for p in problems]
+            extra: dict[str, Any] = {"calibration_refused": problems}
+        else:
+            _store(stored, path, digest, tta, temperature, figures, len(target), notes)
+            extra = {"calibration_file": str(stored)} if stored else {}
     else:
         found = _stored_temperature(stored, digest, tta, notes)
         if found is None:
