@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ftkit.config import (
+    FOLLOWED,
     Config,
     build_config,
     check_output_file,
@@ -137,16 +138,11 @@ def make_config(
     )
 
 
-# What a fine-tune takes from its --from run unless told: the same model on the same
-# data, split and scored the same way.
-FOLLOWED = ("task", "model", "data", "num_classes", "image_size", "val_fraction")
-
-
 def follow_baseline(file_values: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """``file_values`` completed by the ``--from`` run's own ``config.toml``: each of
-    ``FOLLOWED`` not given here. A given one that differs is named; a different
-    ``--val-fraction`` on the same folder is refused (it would move baseline training
-    images into validation)."""
+    ``FOLLOWED`` not given here (a given one that differs is a plan warning, see
+    ``ftkit.prepare.baseline_differences``). A different ``--val-fraction`` on the
+    same folder is refused: it would move baseline training images into validation."""
     start = values.get("start_from") or file_values.get("from") or file_values.get("start_from")
     run_dir = run_dir_of(start) if start else None
     if run_dir is None:
@@ -154,40 +150,21 @@ def follow_baseline(file_values: dict[str, Any], values: dict[str, Any]) -> dict
     saved = read_run_config(run_dir)
     merged = dict(file_values)
     for key in FOLLOWED:
-        given = values.get(key) if values.get(key) is not None else file_values.get(key)
-        if key not in saved:
-            continue
-        if given is None:
+        if key in saved and values.get(key) is None and key not in file_values:
             merged[key] = saved[key]
-            continue
-        if key == "data" and is_folder(str(given)):
-            given = os.path.abspath(str(given))
-        if given != saved[key] and key != "val_fraction":  # that one: refused below
-            click.echo(
-                f"ftkit: note: --{key.replace('_', '-')} {given} differs from the "
-                f"--from run's {saved[key]}",
-                err=True,
-            )
 
     def effective(key: str) -> Any:
         return values[key] if values.get(key) is not None else merged.get(key)
 
     data = effective("data")
     data = os.path.abspath(data) if isinstance(data, str) and is_folder(data) else data
-    if data == saved.get("data") and isinstance(data, str) and is_folder(data):
-        fraction = effective("val_fraction")
-        if "val_fraction" not in saved:
-            click.echo(
-                f"ftkit: warning: '{run_dir}' was split by an older ftkit (a seeded shuffle, "
-                f"not recorded): some of its training images may be validation images here",
-                err=True,
-            )
-        elif fraction != saved["val_fraction"]:
-            raise UsageError(
-                f"--val-fraction {fraction} differs from the --from run's "
-                f"{saved['val_fraction']} on the same data: its training images would be "
-                f"scored as validation; keep {saved['val_fraction']}"
-            )
+    fraction = effective("val_fraction")
+    if data == saved.get("data") and "val_fraction" in saved and fraction != saved["val_fraction"]:
+        raise UsageError(
+            f"--val-fraction {fraction} differs from the --from run's "
+            f"{saved['val_fraction']} on the same data: its training images would be "
+            f"scored as validation; keep {saved['val_fraction']}"
+        )
     return merged
 
 

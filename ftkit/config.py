@@ -29,6 +29,9 @@ from ftkit.plan.options import Option, non_negative, positive
 DEFAULT_MODELS = {"segmentation": "smp:unet:resnet18", "classification": "tv:resnet18"}
 DEFAULT_IMAGE_SIZE = 64
 DATA_FINGERPRINT = "data_fingerprint"  # a config.toml key, written by to_toml
+# What `run --from RUN` takes from RUN's config.toml unless told: the same model on
+# the same data, split and scored the same way.
+FOLLOWED = ("task", "model", "data", "num_classes", "image_size", "val_fraction")
 
 
 def _at_least_one(v: Any) -> str | None:

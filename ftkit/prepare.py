@@ -171,7 +171,11 @@ def prepare(config: Config, plugins: Plugins, *, load_weights: bool = True) -> P
         new_head=report.head_is_new if report else not config.start_from,
         optimizer=config.optimizer,
     )
-    warnings = (*filter(None, [input_size_problem(model, config)]), *loss_notes)
+    warnings = (
+        *filter(None, [input_size_problem(model, config)]),
+        *baseline_differences(config),
+        *loss_notes,
+    )
     plan = make_plan(strategy, anatomy, request, loss=loss, warnings=warnings)
     return Prepared(
         config,
@@ -188,6 +192,29 @@ def prepare(config: Config, plugins: Plugins, *, load_weights: bool = True) -> P
         report,
         request,
     )
+
+
+def baseline_differences(config: Config) -> list[str]:
+    """What this run does not take from its ``--from`` run (``run --from`` follows
+    the run's model and data unless told), and a baseline split by an older rule."""
+    from ftkit.config import FOLLOWED, read_run_config, run_dir_of
+
+    run_dir = run_dir_of(config.start_from) if config.start_from else None
+    if run_dir is None:
+        return []
+    saved = read_run_config(run_dir)
+    found = [
+        f"--{key.replace('_', '-')} {getattr(config, key)} differs from the --from run's "
+        f"{saved[key]}"
+        for key in FOLLOWED
+        if key in saved and getattr(config, key) != saved[key]
+    ]
+    if saved.get("data") == config.data and is_folder(config.data) and "val_fraction" not in saved:
+        found.append(
+            f"'{run_dir}' was split by an older ftkit (a seeded shuffle): some of its "
+            "training images may be validation images here"
+        )
+    return found
 
 
 def check_loss(

@@ -219,7 +219,8 @@ def test_seeded_split_keeps_every_sample_once(tmp_path):
     data = load_data(
         str(tmp_path), "segmentation", Registry("dataset"), image_size=4, val_fraction=0.3, seed=9
     )
-    assert (len(data.train), len(data.val)) == (7, 3)
+    # by the hash of each path: 4 of these 10 names fall under 0.3 (one draw each)
+    assert (len(data.train), len(data.val)) == (6, 4)
     again = load_data(
         str(tmp_path), "segmentation", Registry("dataset"), image_size=4, val_fraction=0.3, seed=1
     )

@@ -215,7 +215,7 @@ def test_corrupt_weights_are_named(ftkit, tmp_path, content):
             "run", "--weights", "w.pt", "--image-size", "32", "--num-samples", "24", "--epochs", "2"
         )
     )
-    assert "weights file 'w.pt' is corrupt" in line
+    assert "w.pt' is corrupt" in line
 
 
 def test_foreign_state_file_is_not_an_ftkit_checkpoint(tmp_path):

@@ -203,6 +203,13 @@ def test_a_fine_tune_follows_its_baseline_and_never_validates_on_its_training_im
         fine = prepare(config, plugins)
         assert not names(fine.data.val) & trained_on
         assert names(base.data.val) <= names(fine.data.val)
+        assert not [w for w in fine.plan.warnings if "--from run" in w]
+        # a given option that differs is named among the plan's warnings
+        other = seg_folder(data.parent / "other", 6, start=300)
+        moved = prepare(
+            make_config(None, (), (), {"start_from": str(run), "data": str(other)}), plugins
+        )
+        assert f"--data {other} differs from the --from run's {data}" in moved.plan.warnings
         with pytest.raises(UsageError, match="--val-fraction 0.5 differs from the --from run's"):
             make_config(None, (), (), {"start_from": str(run), "val_fraction": 0.5})
     finally:

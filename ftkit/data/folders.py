@@ -161,17 +161,17 @@ def _segmentation(
                 pixels[value] = pixels.get(value, 0) + count
             masks[split].append(resize_mask(torch.from_numpy(mask), image_size))
 
-    known = listed or default_names
     if num_classes is None:
+        known = listed or default_names
         num_classes = len(known) if known else _infer_num_classes(pixels, root)
-    elif known and num_classes < len(known):
+    elif listed and num_classes < len(listed):
         raise UsageError(
-            f"--num-classes {num_classes} is fewer than the {len(known)} classes "
-            f"{_where_listed(root, listed)}"
+            f"--num-classes {num_classes} is fewer than the {len(listed)} classes "
+            f"listed in '{root / CLASSES_FILE}'"
         )
-    elif known and num_classes > len(known):
-        _refuse_phantoms(num_classes, len(known), _where_listed(root, listed))
-    elif not known:
+    elif listed and num_classes > len(listed):
+        _refuse_phantoms(num_classes, len(listed), f"listed in '{root / CLASSES_FILE}'")
+    elif not listed:  # VOC's 21 names may be cut to the labels used, never widened
         labelled = max((v for v in pixels if v != IGNORE_INDEX), default=-1) + 1
         if num_classes > labelled:
             _refuse_phantoms(num_classes, labelled, f"that the masks of '{root}' hold")
@@ -232,10 +232,6 @@ def _voc_pairs(root: Path, split: str) -> list[Pair]:
             raise UsageError(f"image '{image}' has no mask; expected '{mask}'")
         pairs.append((image, mask))
     return pairs
-
-
-def _where_listed(root: Path, listed: list[str] | None) -> str:
-    return f"listed in '{root / CLASSES_FILE}'" if listed else "of Pascal VOC"
 
 
 def _refuse_phantoms(num_classes: int, known: int, where: str) -> None:

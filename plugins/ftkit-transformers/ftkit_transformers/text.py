@@ -203,13 +203,13 @@ def load_text(spec: str, *, model: str, seed: int, num_classes: int | None) -> D
 def split(rows, path):
     import numpy as np
 
-    from ftkit.data.folders import SPLIT_SEED
-
     n = len(rows)
     n_val = max(1, round(n * VAL_FRACTION))
     if n_val >= n:
         raise UsageError(f"'{path}' has {n} row(s), too few to split off a validation set")
-    order = np.random.default_rng(SPLIT_SEED).permutation(n)
+    # A fixed seed, not the training one: a baseline and its fine-tune share the split.
+    # (Rows have no path to hash; adding rows reshuffles this split: see docs/text.md.)
+    order = np.random.default_rng(0).permutation(n)
     val = set(order[:n_val].tolist())
     return [r for i, r in enumerate(rows) if i not in val], [rows[i] for i in sorted(val)]
 
