@@ -85,6 +85,8 @@ def interpolate(run, alphas, backbone_only, as_json, plot, plugin_modules):
     from ftkit.engine.weight_space import interpolation_table, plot_interpolation
 
     report = wise_ft(run_dir, config, Plugins(config.plugins), _alphas(alphas), backbone_only)
+    for note in report["notes"]:
+        click.echo(f"ftkit: note: {note}", err=True)
     (run_dir / "interpolate.json").write_text(json_text(report, indent=2) + "\n")
     if plot:
         plot_interpolation(report, plot)

@@ -86,6 +86,15 @@ class Prepared:
             )
         return line
 
+    def split(self) -> dict[str, Any] | None:
+        """Which files train and which are scored, for ``split.json``."""
+        if not is_folder(self.config.data):
+            return None
+        from ftkit.data.folders import split_record
+
+        record = split_record(self.data, Path(self.config.data))
+        return {"val_fraction": self.config.val_fraction, **record} if record else None
+
     def start_json(self) -> dict[str, Any]:
         pre = self.preprocessing
         return {
@@ -151,6 +160,7 @@ def prepare(config: Config, plugins: Plugins, *, load_weights: bool = True) -> P
     class_weights, loss_notes = check_loss(config, loss, class_weights, plugins)
     # Opened even when --num-classes is given: plan must refuse missing data as run does.
     data = open_data(config, plugins, config.num_classes)
+    held_back = hold_back_added(config, data)
     num_classes = config.num_classes or data.num_classes
     if class_weights:
         from ftkit.class_weights import parse_class_weights
@@ -174,6 +184,7 @@ def prepare(config: Config, plugins: Plugins, *, load_weights: bool = True) -> P
     warnings = (
         *filter(None, [input_size_problem(model, config)]),
         *baseline_differences(config),
+        *held_back,
         *loss_notes,
     )
     plan = make_plan(strategy, anatomy, request, loss=loss, warnings=warnings)
@@ -192,6 +203,33 @@ def prepare(config: Config, plugins: Plugins, *, load_weights: bool = True) -> P
         report,
         request,
     )
+
+
+def hold_back_added(config: Config, data: DataSplits) -> list[str]:
+    """Files added to the folder since the ``--from`` run train, unscored: the
+    fine-tune is scored on exactly its baseline's validation images. A warning
+    naming them, if any."""
+    import json
+
+    from ftkit.config import run_dir_of
+    from ftkit.data.folders import SPLIT_FILE
+    from ftkit.data.folders import hold_back_added as move
+
+    run_dir = run_dir_of(config.start_from) if config.start_from else None
+    if run_dir is None or not (run_dir / SPLIT_FILE).is_file() or not is_folder(config.data):
+        return []
+    from ftkit.config import read_run_config
+
+    if read_run_config(run_dir).get("data") != config.data:
+        return []
+    moved = move(data, Path(config.data), json.loads((run_dir / SPLIT_FILE).read_text()))
+    if not moved:
+        return []
+    shown = ", ".join(moved[:3]) + (f" and {len(moved) - 3} more" if len(moved) > 3 else "")
+    return [
+        f"{len(moved)} file(s) added since the --from run would have been validation "
+        f"images: {shown}; they train, and validation stays the baseline's"
+    ]
 
 
 def baseline_differences(config: Config) -> list[str]:

@@ -387,16 +387,21 @@ def test_a_run_names_its_data_from_any_directory_and_notices_changes(ftkit, tmp_
 
     result = ftkit("eval", "--checkpoint", str(run), "--json", cwd=elsewhere)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["samples"] == 2  # the run's own 10 images, 2 for val
+    from ftkit.data.folders import load_folder
+
+    own_val = len(load_folder(work / "data", "segmentation", image_size=8).val)
+    assert json.loads(result.stdout)["samples"] == own_val  # the run's own images, not these
     # The saved config is still a config file.
     planned = ftkit("plan", "--config", str(run / "config.toml"), cwd=elsewhere)
     assert planned.returncode == 0, planned.stderr
 
     save(work / "data" / "images" / "new.png", rgb(32, 32))
     save(work / "data" / "masks" / "new.png", np.zeros((32, 32), np.uint8))
-    line = one_line_error(ftkit("eval", "--checkpoint", str(run), cwd=elsewhere))
-    assert f"data in '{work / 'data'}' changed since run '{run}'" in line
-    assert "2 file(s) added" in line
+    # eval goes on with the run's own validation files (split.json), and says so
+    grown = ftkit("eval", "--checkpoint", str(run), "--json", cwd=elsewhere)
+    assert grown.returncode == 0, grown.stderr
+    assert json.loads(grown.stdout)["samples"] == own_val
+    assert f"'{work / 'data'}' changed since the run; scored on the run's own" in grown.stderr
 
     (run / "summary.json").unlink()  # as if the run had been stopped
     line = one_line_error(ftkit("run", "--resume", str(run), cwd=elsewhere))

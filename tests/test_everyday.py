@@ -406,3 +406,18 @@ def test_classification_panels_show_truth_and_prediction():
     assert image.shape == (3, 16, 48)
     truth, guess = image[:, :, 16:32], image[:, :, 32:]
     assert not torch.equal(truth, guess)  # different classes, different panels
+
+
+def test_class_0_of_a_classifier_is_a_colour_not_black():
+    from ftkit.loggers.tensorboard import panels
+
+    run = SimpleNamespace(
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+        class_names=["circle", "square"],
+        samples=[(torch.zeros(3, 16, 16), torch.tensor(0), torch.tensor(1))],
+    )
+    image = panels(run)
+    corner = image[:, 15, 31]  # the bottom-right pixel of the truth swatch, clear of its text
+    assert corner.sum() > 0.5, corner
+    assert not torch.equal(corner, image[:, 15, 47])  # class 1's swatch differs

@@ -89,7 +89,8 @@ def test_loss_switch_records_the_baseline_and_compares(baseline, ftkit, tmp_path
         assert summary["delta_per_class"][name] == pytest.approx(after - before_iou)
     assert "star" in summary["rare_classes"]
     assert "class weights (auto):" in result.stdout
-    assert "baseline   final    best" in result.stdout
+    assert "baseline   final  best (epoch " in result.stdout
+    assert "best: the row of the epoch with the best val_miou, not each metric's" in result.stdout
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(tmp_path / "switch/tb"))

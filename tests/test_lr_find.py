@@ -222,3 +222,29 @@ def test_the_sweep_stops_when_the_loss_diverges():
             s <= 4 * min(result.smoothed[: i + 1]) for i, s in enumerate(result.smoothed[:-1])
         )
     assert all(math.isfinite(v) for v in result.losses)
+
+
+def test_the_sweep_plot_keeps_the_loss_axis_above_zero_and_tells_the_rules_apart(
+    tmp_path, monkeypatch
+):
+    from types import SimpleNamespace
+
+    import matplotlib.figure
+
+    from ftkit.engine.lr_find import Finding, Sweep, plot_sweep
+
+    drawn = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: drawn.append(fig))
+    losses = [1.10, 1.05, 0.60, 0.20, 0.05, 3.0]  # cross-entropy: never below 0
+    sweep = Sweep(lrs=[1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1], losses=losses, smoothed=losses)
+    plan = SimpleNamespace(strategy="full", stages=[SimpleNamespace(name="full")])
+    rules = {"valley": 1e-4, "minimum": 1e-2, "steepest": 1e-3}
+    plot_sweep(
+        Finding(SimpleNamespace(plan=plan), 0, sweep, "valley", rules), str(tmp_path / "p.png")
+    )
+    ax = drawn[0].axes[0]
+    low, top = ax.get_ylim()
+    assert low >= 0 and low <= 0.05 and top == pytest.approx(1.65)
+    lines = [line for line in ax.get_lines() if line.get_label().split(":")[0] in rules]
+    styles = {(line.get_color(), line.get_linestyle()) for line in lines}
+    assert len(lines) == 3 and len(styles) == 3  # no two rules drawn alike

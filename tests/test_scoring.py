@@ -18,7 +18,7 @@ from conftest import one_line_error
 from PIL import Image
 
 from ftkit.cli_options import make_config
-from ftkit.data.folders import load_folder
+from ftkit.data.folders import load_folder, split_key
 from ftkit.errors import UsageError
 from ftkit.plugins.manager import Plugins
 from ftkit.prepare import prepare
@@ -188,7 +188,9 @@ def test_commands_on_a_run_work_from_elsewhere_without_the_weights_file(
         assert "not found" not in err
 
 
-def test_a_fine_tune_follows_its_baseline_and_never_validates_on_its_training_images(baseline):
+def test_a_fine_tune_follows_its_baseline_and_never_validates_on_its_training_images(
+    baseline, tmp_path, monkeypatch, capsys
+):
     run, data = baseline
     plugins = Plugins(())
     base = prepare(make_config(str(run / "config.toml"), (), (), {}), plugins, load_weights=False)
@@ -202,8 +204,32 @@ def test_a_fine_tune_follows_its_baseline_and_never_validates_on_its_training_im
         )  # fmt: skip
         fine = prepare(config, plugins)
         assert not names(fine.data.val) & trained_on
-        assert names(base.data.val) <= names(fine.data.val)
-        assert not [w for w in fine.plan.warnings if "--from run" in w]
+        # the added files that drew validation train instead, and are named
+        assert names(fine.data.val) == names(base.data.val)
+        added = {f"{i:04d}.png" for i in range(200, 212)}
+        assert names(fine.data.train) == trained_on | added
+        drew_val = sorted(
+            f"images/{n}" for n in added if split_key(data / "images" / n, data) < 0.2
+        )
+        assert drew_val  # this folder's names do draw some (else the case tests nothing)
+        held = [w for w in fine.plan.warnings if "added since the --from run" in w]
+        assert held == [
+            f"{len(drew_val)} file(s) added since the --from run would have been validation "
+            f"images: {', '.join(drew_val[:3])}"
+            + (f" and {len(drew_val) - 3} more" if len(drew_val) > 3 else "")
+            + "; they train, and validation stays the baseline's"
+        ]
+        record = json.loads((run / "split.json").read_text())
+        assert set(record["val"]) == {f"images/{n}" for n in names(base.data.val)}
+        assert record["val_fraction"] == 0.2
+        # eval of the baseline on its grown folder: its own validation files, and said so
+        code, out, err = ftkit_in(
+            tmp_path, monkeypatch, capsys, "eval", "--checkpoint", str(run), "--json"
+        )
+        assert code == 0, err
+        assert json.loads(out)["samples"] == len(base.data.val)
+        assert f"scored on the run's own {len(base.data.val)} validation files, not on the " in err
+        assert not [w for w in fine.plan.warnings if "differs from the --from run" in w]
         # a given option that differs is named among the plan's warnings
         other = seg_folder(data.parent / "other", 6, start=300)
         moved = prepare(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -131,7 +132,9 @@ def test_interpolation_at_0_and_1_is_the_start_and_the_fine_tune(ftkit, switched
         for key in ("val_miou", "val_loss", "val_iou_per_class"):
             assert rows[alpha][key] == scored[key], (alpha, key)
     assert report == json.loads((run / "interpolate.json").read_text())
-    assert (run / "checkpoints" / "interpolated.safetensors").is_file()
+    weights = run / "checkpoints" / Path(report["weights"]).name
+    assert weights.is_file()  # alpha 1 is the fine-tune itself: no copy of it is written
+    assert (weights.name == "best.safetensors") == (report["best_alpha"] == 1)
     assert (tmp_path / "w.png").stat().st_size > 0
     text = ftkit("interpolate", str(run), "--alpha", "0,1", "--backbone-only")
     assert text.returncode == 0 and "backbone only, head fine-tuned" in text.stdout
@@ -299,3 +302,32 @@ def test_diff_against_weights_of_another_shape_is_one_line(ftkit, freeze_run, tm
     save_file(state, str(tmp_path / "other.safetensors"))
     line = one_line_error(ftkit("diff", str(freeze_run), "--against", "other.safetensors"))
     assert f"'{name}' is (1, " in line and "expected weights of the same architecture" in line
+
+
+def test_a_running_mean_near_zero_is_measured_against_its_spread():
+    from ftkit.engine.drift import stat_change
+
+    start = {"bn.running_mean": torch.full((4,), 1e-9), "bn.running_var": torch.ones(4)}
+    now = {"bn.running_mean": torch.full((4,), 2e-9), "bn.running_var": torch.full((4,), 1.21)}
+    # by hand: ||1e-9 * 1|| / ||sqrt(1)|| over 4 channels = 1e-9 (relative: 1.0)
+    assert stat_change(start, now, "bn.running_mean") == pytest.approx(1e-9, rel=1e-6)
+    assert stat_change(start, now, "bn.running_var") == pytest.approx(0.21, rel=1e-6)
+
+
+def test_the_interpolation_plot_names_its_axes(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from ftkit.engine.weight_space import plot_interpolation
+
+    drawn = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: drawn.append(fig))
+    report = {
+        "run": "/runs/switched", "monitor": "val_miou", "per_class": "val_iou_per_class",
+        "class_names": ["bg", "fg"], "backbone_only": False, "best_alpha": 0.5,
+        "rows": [{"alpha": a, "val_miou": a, "val_iou_per_class": [a, a]} for a in (0, 0.5, 1)],
+    }  # fmt: skip
+    plot_interpolation(report, str(tmp_path / "w.png"))
+    ax = drawn[0].axes[0]
+    assert ax.get_xlabel().startswith("alpha")
+    assert ax.get_ylabel() == "val_miou and per-class val_iou_per_class"
+    assert ax.get_title() == "WiSE-FT of switched (all weights)"

@@ -483,3 +483,38 @@ def _by_stem(files: list[Path]) -> dict[str, Path]:
 
 def _pad_names(names: list[str], num_classes: int) -> list[str]:
     return [*names, *(f"class_{i}" for i in range(len(names), num_classes))]
+
+
+# --- the split a run records --------------------------------------------------
+
+SPLIT_FILE = "split.json"  # in a run directory: which files trained, which were scored
+
+
+def split_record(splits: DataSplits, root: Path) -> dict[str, Any] | None:
+    """The files of each split, relative to the data folder; None for data that is not
+    ftkit's own folder reading."""
+    files = {s: getattr(getattr(splits, s), "source", None) for s in SPLITS}
+    if not all(isinstance(f, FolderSource) for f in files.values()):
+        return None
+    return {
+        s: sorted(p.relative_to(root).as_posix() for p in f.images)  # type: ignore[union-attr]
+        for s, f in files.items()
+    }
+
+
+def hold_back_added(splits: DataSplits, root: Path, record: dict[str, Any]) -> list[str]:
+    """Move the validation files that ``record`` (a baseline's split) does not know
+    into training: a fine-tune is scored on its baseline's validation images only, so
+    its epoch 0 and its baseline guard compare like with like. The moved files."""
+    train, val = splits.train.source, splits.val.source  # type: ignore[attr-defined]
+    if not isinstance(train, FolderSource) or not isinstance(val, FolderSource):
+        return []
+    known = set(record.get("train", [])) | set(record.get("val", []))
+    added = [i for i, p in enumerate(val.images) if p.relative_to(root).as_posix() not in known]
+    if len(added) == len(val.images):  # nothing in common: another data set, not a grown one
+        return []
+    for i in reversed(added):
+        train.images.append(val.images.pop(i))
+        train.targets.append(val.targets.pop(i))
+    moved = train.images[len(train.images) - len(added) :]
+    return sorted(p.relative_to(root).as_posix() for p in moved)

@@ -3,7 +3,10 @@
 The relative change ``||w - w0|| / ||w0||`` of a group is taken over all its
 tensors together; a frozen group's is exactly 0, since its tensors are
 bit-identical to the start. BatchNorm's running statistics drift too, even
-where no weight trains (``bn_mode=train``): their change is reported apart.
+where no weight trains (``bn_mode=train``): their change is reported apart,
+a running mean's in units of the start's standard deviation
+(``||mu - mu0|| / ||sqrt(var0)||``), since means near 0 would make any
+relative change huge.
 Every epoch's record carries the per-group figure (``weight_change``), and
 ``ftkit diff`` reports it per group and per tensor.
 """
@@ -54,6 +57,21 @@ def running_stats(state: Mapping[str, torch.Tensor]) -> list[str]:
     return sorted(k for k in state if k.rsplit(".", 1)[-1] in RUNNING_STATS)
 
 
+def stat_change(
+    start: Mapping[str, torch.Tensor], now: Mapping[str, torch.Tensor], name: str
+) -> float:
+    """A running variance's relative change; a running mean's against the start's
+    standard deviation (its own variance's, when the state has one)."""
+    var = name.removesuffix("running_mean") + "running_var"
+    if not name.endswith("running_mean") or var not in start:
+        return relative_change(start, now, [name])
+    moved = (now[name].detach().to(start[name].device) - start[name]).double()
+    scale = float(start[var].double().clamp_min(0).sum())
+    if float(moved.pow(2).sum()) == 0.0:
+        return 0.0
+    return math.sqrt(float(moved.pow(2).sum()) / scale) if scale > 0 else math.nan
+
+
 def diff(run_dir: Path, config: Config, plugins: Plugins, against: str | None = None) -> dict:
     """``ftkit diff``: each anatomy group's and tensor's change from the run's
     start (or ``against``) to its best weights, and the running statistics'."""
@@ -90,7 +108,7 @@ def diff(run_dir: Path, config: Config, plugins: Plugins, against: str | None = 
                 "tensors": {name: relative_change(start, now, [name]) for name in names},
             }
         )
-    stats = {name: relative_change(start, now, [name]) for name in running_stats(now)}
+    stats = {name: stat_change(start, now, name) for name in running_stats(now)}
     return {
         "run": str(run_dir),
         "start": str(start_path),

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from ftkit.config import Config, read_run_config, run_dir_of
 from ftkit.data import is_folder
+from ftkit.data.folders import SPLIT_FILE, hold_back_added, split_record
 from ftkit.engine.calibration import calibrated, doubts, fit_temperature
 from ftkit.engine.checkpoint import atomic_write
 from ftkit.engine.distributed import pick_device
@@ -37,10 +38,20 @@ class Evaluator:
     """A model of ``config``'s architecture, the validation data and the loss:
     ``score(state)`` gives the validation metrics of those weights."""
 
-    def __init__(self, config: Config, plugins: Plugins, split: str = "val") -> None:
+    def __init__(
+        self,
+        config: Config,
+        plugins: Plugins,
+        split: str = "val",
+        recorded: dict[str, Any] | None = None,
+    ) -> None:
+        """``recorded``: a run's ``split.json``; files it does not know are not scored."""
         self.prepared = prepare(config, plugins, load_weights=False)
         self.device = pick_device(config.device)
         self.split = split
+        self.held_back: list[str] = []
+        if recorded is not None:
+            self.held_back = hold_back_added(self.prepared.data, Path(config.data), recorded)
         self.data = model_data(self.prepared).scored(split)
         self.loader = DataLoader(
             self.data.val, batch_size=config.batch_size, num_workers=config.workers
@@ -66,6 +77,11 @@ class Evaluator:
                 self.device, amp=self.amp, tta=tta, on_batch=on_batch,
             )  # fmt: skip
         return metrics
+
+
+def _recorded_split(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / SPLIT_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def scored_split(requested: str, config: Config, run_dir: Path | None) -> str:
@@ -102,12 +118,27 @@ def evaluate_checkpoint(
             f"predicts {targets} (per-pixel calibration is not supported)"
         )
     run_dir = run_dir_of(path)
+    split = scored_split(split, config, run_dir)
+    recorded = None
     if run_dir:
-        check_run_data(run_dir, config)
+        try:
+            check_run_data(run_dir, config)
+        except UsageError:
+            # A folder that grew is still scored on the run's own validation files.
+            recorded = _recorded_split(run_dir) if split == "val" else None
+            if recorded is None:
+                raise
     if calibrate and run_dir and not os.access(run_dir, os.W_OK | os.X_OK):
         raise UsageError(f"--calibrate: cannot write in '{run_dir}'; calibrate a copy of the run")
-    split = scored_split(split, config, run_dir)
-    evaluator = Evaluator(config, plugins, split)
+    evaluator = Evaluator(config, plugins, split, recorded)
+    if recorded is not None:
+        now = split_record(evaluator.prepared.data, Path(config.data)) or {"val": []}
+        missing = sorted(set(recorded["val"]) - set(now["val"]))
+        if missing:
+            raise UsageError(
+                f"'{config.data}' lost {len(missing)} of the validation files of "
+                f"'{run_dir}' since the run (e.g. {missing[0]}); it cannot be scored as it was"
+            )
     # A classifier's logits are N x C, small enough to keep for the calibration.
     kept: list[tuple[torch.Tensor, torch.Tensor]] = []
     keep = (lambda logits, y: kept.append((logits.cpu(), y.cpu()))) if classifier else None
@@ -125,6 +156,16 @@ def evaluate_checkpoint(
         "class_names": evaluator.data.class_names,
     }
     notes: list[str] = []
+    if recorded is not None:
+        notes.append(
+            f"'{config.data}' changed since the run; scored on the run's own "
+            f"{len(recorded['val'])} validation files"
+            + (
+                f", not on the {len(evaluator.held_back)} added since"
+                if evaluator.held_back
+                else ""
+            )
+        )
     if kept:
         logits, target = torch.cat([k[0] for k in kept]), torch.cat([k[1] for k in kept])
         found = _temperature(path, digest, run_dir, logits, target, tta, calibrate, notes)

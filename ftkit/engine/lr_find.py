@@ -319,14 +319,21 @@ def plot_sweep(finding: Finding, path: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(result.lrs, result.losses, color="tab:blue", alpha=0.3, label="loss")
     ax.plot(result.lrs, result.smoothed, color="tab:blue", label="smoothed")
+    # Each rule its own colour and dash; the suggested one solid and wider.
+    styles = iter([("tab:green", "--"), ("tab:purple", ":"), ("tab:orange", "-.")])
     for name, lr in finding.suggestions.items():
         chosen = name == finding.rule
-        ax.axvline(lr, color="tab:red" if chosen else "tab:gray", linestyle="-" if chosen else "--",
+        color, dash = ("tab:red", "-") if chosen else next(styles)
+        ax.axvline(lr, color=color, linestyle=dash, lw=1.8 if chosen else 1.2,
                    label=f"{name}: {fmt_lr(lr)}" + (" (suggested)" if chosen else ""))  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("base LR (every group at its plan ratio)")
     ax.set_ylabel("training loss")
-    ax.set_ylim(top=1.5 * result.smoothed[0])  # the divergence runs off the chart
+    # A loss is never below 0, nor below the sweep's lowest point; the divergence runs
+    # off the top of the chart.
+    finite = [v for v in (*result.losses, *result.smoothed) if math.isfinite(v)]
+    low, top = min(finite), 1.5 * result.smoothed[0]
+    ax.set_ylim(max(0.0, low - 0.05 * (top - low)), top)
     stage = finding.prepared.plan.stages[finding.stage].name
     ax.set_title(f"lr-find: {finding.prepared.plan.strategy}, stage '{stage}'")
     ax.legend()

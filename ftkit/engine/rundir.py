@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ftkit.config import Config
 from ftkit.data import fingerprint, is_folder
+from ftkit.data.folders import SPLIT_FILE
 from ftkit.engine import checkpoint as ckpt
 from ftkit.engine import lock
 from ftkit.engine.console import Console
@@ -58,7 +59,10 @@ class RunDir:
         """The weights the run started from: pretrained, a --from baseline or random."""
         return self.path / "checkpoints" / ckpt.START
 
-    def create(self, config: Config, plan: dict[str, Any]) -> None:
+    def create(
+        self, config: Config, plan: dict[str, Any], split: dict[str, Any] | None = None
+    ) -> None:
+        """``split``: the files of each split (``split.json``), for a folder's data."""
         existed = self.path.exists()
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         lock.acquire(self.path)  # first: a run that loses the race must not touch it
@@ -68,6 +72,8 @@ class RunDir:
         seen = fingerprint(config.data) if is_folder(config.data) else None
         (self.path / "config.toml").write_text(config.to_toml(seen))
         (self.path / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
+        if split is not None:
+            (self.path / SPLIT_FILE).write_text(json.dumps(split, indent=1) + "\n")
 
     def append(self, record: dict[str, Any]) -> None:
         if self.main:

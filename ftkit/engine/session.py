@@ -208,7 +208,9 @@ class Session:
         run_dir = None
         if self.world.main:
             run_dir = rundir.choose(self.config)
-            RunDir(run_dir).create(self.config, {**self.plan.to_json(), **prepared.start_json()})
+            RunDir(run_dir).create(
+                self.config, {**self.plan.to_json(), **prepared.start_json()}, prepared.split()
+            )
             ckpt.save_weights(RunDir(run_dir).start, self.model.state_dict())
         if prepared.weights:
             self.console.say(prepared.weights.line())

@@ -119,7 +119,9 @@ def summary_table(summary: Summary, per_class: str) -> str:
     columns = [getattr(summary, name) for name in names]
     if any(column is None for column in columns):
         return ""
-    rows = [("", *names)]
+    epoch = summary.best.get("epoch") if summary.best else None
+    header = [f"best (epoch {epoch})" if n == "best" and epoch is not None else n for n in names]
+    rows = [("", *header)]
 
     def cells(value_of: Any) -> list[str]:
         return [_fmt(value_of(c)) for c in columns]
@@ -138,6 +140,7 @@ def summary_table(summary: Summary, per_class: str) -> str:
         )
         for row in rows
     ]
+    lines.append(f"best: the row of the epoch with the best {monitor}, not each metric's own best")
     if summary.delta_per_class:
         deltas = ", ".join(
             f"{name} {_fmt(d, signed=True)}" + ("*" if name in rare else "")

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ftkit.config import Config
-from ftkit.engine.checkpoint import START, save_weights
+from ftkit.engine.checkpoint import BEST, START, save_weights
 from ftkit.engine.evaluate import Evaluator
 from ftkit.engine.resume import check_run_data
 from ftkit.errors import UsageError
@@ -77,8 +77,15 @@ def interpolate(
     sign = -1 if "loss" in monitor else 1
     best = max(rows, key=lambda r: sign * r[monitor])
     weights = run_dir / "checkpoints" / "interpolated.safetensors"
-    save_weights(weights, mix(start, tuned, best["alpha"], keys))
+    notes = []
+    if best["alpha"] == 1:  # the fine-tune itself: no copy of it
+        weights = run_dir / "checkpoints" / BEST
+    else:
+        if weights.exists():
+            notes.append(f"replaced the previous '{weights}'")
+        save_weights(weights, mix(start, tuned, best["alpha"], keys))
     return {
+        "notes": notes,
         "run": str(run_dir),
         "monitor": monitor,
         "backbone_only": backbone_only,
@@ -195,6 +202,9 @@ def plot_interpolation(report: dict[str, Any], path: str) -> None:
         ax.plot(alphas, values, "--", alpha=0.7, label=name)
     ax.axvline(report["best_alpha"], color="grey", lw=0.8)
     ax.set_xlabel("alpha: (1 - alpha) * start + alpha * fine-tuned")
+    ax.set_ylabel(f"{report['monitor']} and per-class {report['per_class']}")
+    what = "backbone only" if report["backbone_only"] else "all weights"
+    ax.set_title(f"WiSE-FT of {Path(report['run']).name} ({what})")
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1, 0.5))
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)

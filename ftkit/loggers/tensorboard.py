@@ -105,8 +105,10 @@ def panels(run: Any) -> Any:
         image = (image.float() * std + mean).clamp(0, 1)
         if target.ndim != 2:  # classification: the labels as named colour swatches
             size = tuple(image.shape[1:])
+            swatches = palette[1:] if len(palette) > 1 else palette  # no class is "black: none"
             truth, guess = (
-                _label_panel(run.class_names, palette, int(label), size) for label in (target, pred)
+                _label_panel(run.class_names, swatches, int(label), size)
+                for label in (target, pred)
             )
             rows.append(torch.cat([image, truth, guess], dim=2))
             continue
@@ -145,4 +147,6 @@ def _palette(n: int) -> list[list[int]]:
         [240, 50, 230],
         [210, 245, 60],
     ]
-    return [base[i % len(base)] for i in range(max(n, 1))]
+    # One more than the classes: index 0 (black) is a mask's background; a classifier's
+    # swatches start at index 1, where class 0 gets a colour of its own.
+    return [base[i % len(base)] for i in range(max(n, 1) + 1)]
