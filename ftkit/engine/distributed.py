@@ -7,6 +7,7 @@ guards, skipped steps) comes out the same on every rank. Only rank 0 writes.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -109,8 +110,17 @@ def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn
     return DistributedDataParallel(model, device_ids=ids)
 
 
-def shutdown(world: World) -> None:
+def shutdown(world: World, finished: bool) -> None:
+    """Leave the process group. The run's DDP wrappers hold the group's worker
+    threads: they are freed first (``gc.collect``), so no thread outlives the
+    group or meets a finalising interpreter (a SIGABRT, "terminate called without
+    an active exception"). A finished run also waits at a barrier, so no rank
+    tears down while another still reduces; a failed one does not (the other
+    ranks may never come, and torchrun stops them once this one exits)."""
     if world.enabled and dist.is_initialized():
+        gc.collect()
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

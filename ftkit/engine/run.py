@@ -21,6 +21,7 @@ GUARD_STOPS = ("baseline-guard", "non-finite")
 def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
     world, device = distributed.setup(config.device)
     console = Console(main=world.main)  # known before --resume speaks: rank 0 only
+    finished = False
     try:
         run_dir, saved = None, None
         if resume:
@@ -34,9 +35,10 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
         except BaseException:
             rundir.discard_unsaved_run(console)
             raise
+        finished = True
     finally:
         lock.release_all()
-        distributed.shutdown(world)
+        distributed.shutdown(world, finished)
     if reason == "interrupted":
         return EXIT_INTERRUPTED
     return EXIT_GUARD if reason in GUARD_STOPS else EXIT_OK
