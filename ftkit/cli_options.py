@@ -35,6 +35,7 @@ EVAL_OPTIONS = (
     "data",
     "val_fraction",
     "image_size",
+    "resize",
     "num_samples",
     "seed",
     "loss",

@@ -31,7 +31,7 @@ DEFAULT_IMAGE_SIZE = 64
 DATA_FINGERPRINT = "data_fingerprint"  # a config.toml key, written by to_toml
 # What `run --from RUN` takes from RUN's config.toml unless told: the same model on
 # the same data, split and scored the same way.
-FOLLOWED = ("task", "model", "data", "num_classes", "image_size", "val_fraction")
+FOLLOWED = ("task", "model", "data", "num_classes", "image_size", "resize", "val_fraction")
 
 
 def _at_least_one(v: Any) -> str | None:
@@ -122,6 +122,14 @@ class Config:
         None,
         "image side in pixels [default: a classifier's pretrained input size, else 64]",
         check=_at_least_one,
+    )
+    resize: str = opt(
+        "keep",
+        "image geometry of a data folder: keep (the aspect ratio: the shorter side to "
+        "--image-size, training on a square crop of it, segmentation scored at each mask's "
+        "own size) or squash (every image and mask resized to an --image-size square, "
+        "and scored there)",
+        choices=("keep", "squash"),
     )
     num_samples: int = opt(384, "samples of a built-in dataset (train + val)", check=_at_least_one)
     # Kept in canonical form (presets expanded): config.toml records the exact pipeline.

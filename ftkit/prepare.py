@@ -58,8 +58,25 @@ class Prepared:
         return [
             self.weights.line() if self.weights else "weights: random initialisation",
             f"input: {size}, mean {_fmt(pre.mean)}, std {_fmt(pre.std)} ({pre.source})",
+            self.geometry_line(),
             self.data_line(),
         ]
+
+    def geometry_line(self) -> str:
+        """How images of the data's own sizes become the model's (``--resize``)."""
+        n, task = self.config.image_size, self.data.task
+        if not is_folder(self.config.data):
+            return "geometry: the images as the data set makes them"
+        if self.config.resize == "squash":
+            return f"geometry: images and masks squashed to {n}x{n}, scored there (--resize squash)"
+        if task == "segmentation":
+            return (
+                f"geometry: shorter side to {n} px, ratio kept; trained on random {n}x{n} "
+                f"crops, scored whole at each mask's own size"
+            )
+        return (
+            f"geometry: shorter side to {n} px, ratio kept; the centre {n}x{n} or --augment's crop"
+        )
 
     def data_line(self) -> str:
         """How many samples each split holds, and how the split was made."""
@@ -105,6 +122,7 @@ class Prepared:
                 "mean": list(pre.mean),
                 "std": list(pre.std),
                 "image_size": self.config.image_size,
+                "resize": self.config.resize,
                 "source": pre.source,
             },
         }
@@ -339,6 +357,7 @@ def open_data(config: Config, plugins: Plugins, num_classes: int | None = None) 
         augment=config.augment,
         val_fraction=config.val_fraction,
         num_classes=num_classes,
+        resize=config.resize,
         mixup=config.mixup,
         cutmix=config.cutmix,
     )

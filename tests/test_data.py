@@ -244,11 +244,19 @@ def test_images_and_masks_are_resized(tmp_path):
     mask[:, 8:] = 2
     pair(tmp_path / "train", "a", mask, rgb(12, 16))
     pair(tmp_path / "val", "b", mask, rgb(12, 16))
-    data = load_data(str(tmp_path), "segmentation", Registry("dataset"), image_size=8)
-    image, target = data.val[0]
+    squash = load_data(
+        str(tmp_path), "segmentation", Registry("dataset"), image_size=8, resize="squash"
+    )
+    image, target = squash.val[0]
     assert image.shape == (3, 8, 8) and target.shape == (8, 8)
     assert set(target.unique().tolist()) == {0, 2}  # nearest: no blended labels
-    assert data.num_classes == 3
+    assert squash.num_classes == 3
+    keep = load_data(str(tmp_path), "segmentation", Registry("dataset"), image_size=8)
+    image, target = keep.val[0]  # the shorter side to 8, the ratio kept; the mask as it is
+    assert image.shape == (3, 8, 10) and target.shape == (12, 16)  # 16 * 8 / 12, floored
+    image, target = keep.train[0]  # trained on an 8x8 crop, the mask cropped with it
+    assert image.shape == (3, 8, 8) and target.shape == (8, 8)
+    assert set(target.unique().tolist()) <= {0, 2}
 
 
 def test_pascal_voc_layout(tmp_path):

@@ -63,7 +63,7 @@ def png48(path: Path, pixels: np.ndarray) -> Path:
 
 def classification_with(root: Path, write) -> tuple[torch.Tensor, Path]:
     """A two-class folder whose class 'odd' holds the image ``write(path)`` makes;
-    that image as the dataset gives it (uint8, before normalisation)."""
+    that image as the dataset gives it (before normalisation)."""
     odd = write(root / "odd" / "x")
     for i in range(3):
         save(root / "odd" / f"plain{i}.png", rgb())
@@ -76,7 +76,8 @@ def classification_with(root: Path, write) -> tuple[torch.Tensor, Path]:
 
 
 ROW16 = np.array([[0, 32768, 65535, 1000]] * 4)
-ROW16_AS_8 = [0, 128, 255, 4]  # v * 255 / 65535, rounded: scaled, not clipped to 255
+# Deep pixels keep their precision: floats in [0, 1], as ToDtype(scale=True) reads them.
+ROW16_AS_FLOAT = [float(np.float32(v) / np.float32(65535)) for v in ROW16[0]]
 CMYK = np.array([[[0, 0, 0, 0], [0, 0, 0, 255], [255, 0, 0, 0], [0, 255, 255, 0]]] * 4, np.uint8)
 
 
@@ -110,15 +111,15 @@ MODES = {
     ),
     "I;16 png": (
         lambda p: save(p.with_suffix(".png"), ROW16.astype(np.uint16)),
-        [(v, v, v) for v in ROW16_AS_8],
+        [(v, v, v) for v in ROW16_AS_FLOAT],
     ),
     "I;16 tiff": (
         lambda p: save(p.with_suffix(".tif"), ROW16.astype(np.uint16)),
-        [(v, v, v) for v in ROW16_AS_8],
+        [(v, v, v) for v in ROW16_AS_FLOAT],
     ),
     "I (32-bit) tiff": (
         lambda p: save(p.with_suffix(".tif"), ROW16.astype(np.int32)),
-        [(v, v, v) for v in ROW16_AS_8],
+        [(v, v, v) for v in ROW16_AS_FLOAT],
     ),
     "48-bit RGB png": (
         lambda p: png48(
@@ -129,7 +130,7 @@ MODES = {
     ),
     "F in [0, 1]": (
         lambda p: save(p.with_suffix(".tif"), np.array([[0.0, 0.5, 1.0, 0.25]] * 4, np.float32)),
-        [(v, v, v) for v in (0, 128, 255, 64)],
+        [(v, v, v) for v in (0.0, 0.5, 1.0, 0.25)],
     ),
     "P": (_palette, [(10, 20, 30), (200, 0, 0), (0, 0, 250), (200, 0, 0)]),
     # Alpha is discarded: the colours as stored, whatever their transparency.
@@ -142,12 +143,29 @@ MODES = {
 }
 
 
+# PIL opens a 48-bit PNG as 8-bit RGB: those keep 8 bits (a known limit, not ftkit's rule).
+DEEP = {"I;16 png", "I;16 tiff", "I (32-bit) tiff", "F in [0, 1]"}
+
+
 @pytest.mark.parametrize("mode", MODES)
-def test_every_image_mode_becomes_faithful_8bit_rgb(tmp_path, mode):
+def test_every_image_mode_becomes_faithful_rgb(tmp_path, mode):
     write, first_row = MODES[mode]
     image, _ = classification_with(tmp_path, write)
-    assert image.dtype == torch.uint8 and image.shape == (3, 4, 4)
+    assert image.dtype == (torch.float32 if mode in DEEP else torch.uint8)
+    assert image.shape == (3, 4, 4)
     assert image[:, 0, :].T.tolist() == [list(p) for p in first_row]
+
+
+def test_sixteen_bit_values_one_step_apart_are_two_model_inputs(tmp_path):
+    """A 12-bit image in a 16-bit PNG: neighbouring levels stay apart after
+    normalisation (an 8-bit detour would make 1000 and 1001 the same grey)."""
+    levels = np.array([[1000, 1001, 1002, 4095]] * 4, np.uint16)
+    image, odd = classification_with(tmp_path, lambda p: save(p.with_suffix(".png"), levels))
+    data = load_folder(tmp_path, "classification", image_size=4, val_fraction=0.2)
+    split = data.train if odd in data.train.source.images else data.val
+    x, _ = split[split.source.images.index(odd)]
+    row = x[0, 0].tolist()
+    assert len(set(row)) == 4 and row == sorted(row)
 
 
 REFUSED = {

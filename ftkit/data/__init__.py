@@ -86,7 +86,7 @@ class DataSplits:
         if isinstance(train, SampleDataset):
             train = train.with_transforms(augment=augment, mean=mean, std=std)
         if isinstance(val, SampleDataset):
-            val = val.with_transforms(augment="none", mean=mean, std=std)
+            val = val.with_transforms(augment="none", mean=mean, std=std, scoring=True)
         # A dataset's own batching (a text task's dynamic padding) is kept.
         own = None if isinstance(self.collate, MixCollate) else self.collate
         if own is not None and (mixup or cutmix):
@@ -109,7 +109,9 @@ class DataSplits:
             raise unknown("split", split, SCORED_SPLITS)
         train = self.train
         if isinstance(train, SampleDataset) and isinstance(self.val, SampleDataset):
-            train = train.with_transforms(augment="none", mean=self.val.mean, std=self.val.std)
+            train = train.with_transforms(
+                augment="none", mean=self.val.mean, std=self.val.std, scoring=True
+            )
         val = train if split == "train" else ConcatDataset([train, self.val])
         return replace(self, val=val)
 
@@ -132,14 +134,16 @@ def load_data(
     num_classes: int | None = None,
     mixup: float | None = None,
     cutmix: float | None = None,
+    resize: str = "keep",
 ) -> DataSplits:
     """Open ``builtin:NAME`` or a dataset folder as train/val splits.
 
-    ``augment``, ``mixup`` and ``cutmix`` are the options of the same names.
-    ``num_samples`` and ``seed`` shape built-in datasets; ``val_fraction`` splits
-    a folder that has no ``train/`` and ``val/``. ``num_classes`` (the user's
-    ``--num-classes``) may exceed the classes the data shows; for segmentation
-    folders it is also the bound every mask label is checked against.
+        ``augment``, ``mixup`` and ``cutmix`` are the options of the same names.
+        ``num_samples`` and ``seed`` shape built-in datasets; ``val_fraction`` splits
+        a folder that has no ``train/`` and ``val/``; ``resize`` is a folder's geometry
+    (see ``ftkit.data.folders``). ``num_classes`` (the user's
+        ``--num-classes``) may exceed the classes the data shows; for segmentation
+        folders it is also the bound every mask label is checked against.
     """
     if task not in TARGETS:
         raise unknown("task", task, TARGETS)
@@ -164,7 +168,12 @@ def load_data(
                 f"dataset folder '{spec}' not found{hint}; expected builtin:NAME or a folder"
             )
         splits = load_folder(
-            path, task, image_size=image_size, val_fraction=val_fraction, num_classes=num_classes
+            path,
+            task,
+            image_size=image_size,
+            val_fraction=val_fraction,
+            num_classes=num_classes,
+            resize=resize,
         )
     return splits.with_transforms(augment=augment, mean=mean, std=std, mixup=mixup, cutmix=cutmix)
 

@@ -28,10 +28,13 @@ added later land on one side without moving any other.
 Every image is decoded and every mask read once when the dataset is built, so
 a broken file stops the run before training, naming the file. Images are
 shown to the model as a viewer shows them: EXIF orientation applied (masks are
-compared with the oriented size), every mode converted to 8-bit RGB by the rules
-of ``to_rgb``, or refused. Images are resized to ``image_size`` squares (masks
-with nearest neighbour); resized masks stay in memory, images are read from
-disk on each use.
+compared with the oriented size), every mode converted to RGB by the rules of
+``to_rgb`` (16-bit and float images keep their precision), or refused. With
+``resize="keep"`` (``--resize``, the default) images and masks are yielded at
+their own size, for ``SampleDataset``'s ratio-keeping geometry; with
+``"squash"`` they are resized to ``image_size`` squares here (masks with nearest
+neighbour) and scored at that size. Masks (or class ids) stay in memory, images
+are read from disk on each use.
 """
 
 from __future__ import annotations
@@ -65,20 +68,32 @@ Pair = tuple[Path, Path]
 T = TypeVar("T")
 
 
-class FolderSource:
-    """Image files read on each use; targets (resized masks or class ids) in memory."""
+RESIZES = ("keep", "squash")
 
-    def __init__(self, images: list[Path], targets: list[torch.Tensor], image_size: int) -> None:
+
+class FolderSource:
+    """Image files read on each use; targets (masks or class ids) in memory.
+    ``squash_to``: the square side images are resized to here, or None to yield
+    them at their own (height, width), which ``sizes`` lists."""
+
+    def __init__(
+        self,
+        images: list[Path],
+        targets: list[torch.Tensor],
+        sizes: list[tuple[int, int]],
+        squash_to: int | None,
+    ) -> None:
         self.images = images
         self.targets = targets
-        self.image_size = image_size
+        self.sizes = sizes
+        self.squash_to = squash_to
 
     def __len__(self) -> int:
         return len(self.images)
 
     def image(self, index: int) -> torch.Tensor:
         pixels, _ = decode(self.images[index])
-        return resize_image(pixels, self.image_size)
+        return pixels if self.squash_to is None else resize_image(pixels, self.squash_to)
 
     def target(self, index: int) -> torch.Tensor:
         return self.targets[index].long()
@@ -91,15 +106,23 @@ def load_folder(
     image_size: int,
     val_fraction: float = 0.2,
     num_classes: int | None = None,
+    resize: str = "keep",
 ) -> DataSplits:
     if not root.is_dir():
         raise UsageError(f"dataset '{root}' is not a folder; expected builtin:NAME or a folder")
     if not 0 < val_fraction < 1:
         raise UsageError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    if resize not in RESIZES:
+        raise UsageError(f"--resize must be one of {', '.join(RESIZES)}, got '{resize}'")
     listed = _read_class_names(root)
     if task == "segmentation":
-        return _segmentation(root, listed, image_size, val_fraction, num_classes)
-    return _classification(root, listed, image_size, val_fraction, num_classes)
+        return _segmentation(root, listed, image_size, val_fraction, num_classes, resize)
+    return _classification(root, listed, image_size, val_fraction, num_classes, resize)
+
+
+def _dataset(task: str, source: FolderSource, image_size: int) -> SampleDataset:
+    base = None if source.squash_to is not None else image_size
+    return SampleDataset(source, task, base_size=base)
 
 
 # --- segmentation -------------------------------------------------------------
@@ -111,6 +134,7 @@ def _segmentation(
     image_size: int,
     val_fraction: float,
     num_classes: int | None,
+    resize: str,
 ) -> DataSplits:
     default_names: list[str] = []
     if (root / "JPEGImages").is_dir() and (root / "SegmentationClass").is_dir():
@@ -149,6 +173,8 @@ def _segmentation(
 
     # Read every mask and decode every image now, so bad files fail before training.
     masks: dict[str, list[torch.Tensor]] = {split: [] for split in SPLITS}
+    sizes: dict[str, list[tuple[int, int]]] = {split: [] for split in SPLITS}
+    squash_to = image_size if resize == "squash" else None
     labels: list[tuple[Path, np.ndarray]] = []
     pixels: dict[int, int] = {}  # label -> pixels at full size, over all masks
     for split in SPLITS:
@@ -159,7 +185,9 @@ def _segmentation(
             labels.append((mask_path, values))
             for value, count in zip(values.tolist(), counts.tolist(), strict=True):
                 pixels[value] = pixels.get(value, 0) + count
-            masks[split].append(resize_mask(torch.from_numpy(mask), image_size))
+            sizes[split].append((size[1], size[0]))
+            held = torch.from_numpy(mask)
+            masks[split].append(held if squash_to is None else resize_mask(held, squash_to))
 
     if num_classes is None:
         known = listed or default_names
@@ -184,7 +212,11 @@ def _segmentation(
             )
     names = _pad_names((listed or default_names)[:num_classes], num_classes)
     train, val = (
-        SampleDataset(FolderSource([p[0] for p in pairs[s]], masks[s], image_size), "segmentation")
+        _dataset(
+            "segmentation",
+            FolderSource([p[0] for p in pairs[s]], masks[s], sizes[s], squash_to),
+            image_size,
+        )
         for s in SPLITS
     )
     return DataSplits("segmentation", train, val, num_classes, names)
@@ -282,6 +314,7 @@ def _classification(
     image_size: int,
     val_fraction: float,
     num_classes: int | None,
+    resize: str,
 ) -> DataSplits:
     # Else the folders images/ and masks/ would silently become two classes.
     splits_present = _has_splits(root)
@@ -340,17 +373,21 @@ def _classification(
                     f"split '{split}' of '{root}' has no samples; expected images in "
                     f"'{root / split}/CLASS/'"
                 )
-    for items in splits.values():
-        for image, _ in items:
-            check_image(image, image_size)
+    sizes = {
+        split: [(h, w) for w, h in (check_image(image, image_size) for image, _ in items)]
+        for split, items in splits.items()
+    }
+    squash_to = image_size if resize == "squash" else None
     train, val = (
-        SampleDataset(
+        _dataset(
+            "classification",
             FolderSource(
                 [image for image, _ in splits[s]],
                 [torch.tensor(label, dtype=torch.int64) for _, label in splits[s]],
-                image_size,
+                sizes[s],
+                squash_to,
             ),
-            "classification",
+            image_size,
         )
         for s in SPLITS
     )
@@ -516,5 +553,6 @@ def hold_back_added(splits: DataSplits, root: Path, record: dict[str, Any]) -> l
     for i in reversed(added):
         train.images.append(val.images.pop(i))
         train.targets.append(val.targets.pop(i))
+        train.sizes.append(val.sizes.pop(i))
     moved = train.images[len(train.images) - len(added) :]
     return sorted(p.relative_to(root).as_posix() for p in moved)

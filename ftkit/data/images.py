@@ -1,6 +1,6 @@
 """One image or mask file, read as training will see it, or refused with a
 line that names the file: EXIF orientation applied, every image mode turned
-into 8-bit RGB by the rules of ``to_rgb``, masks of label ids only (a lossy
+into RGB by the rules of ``to_rgb`` (deeper pixels kept as floats), masks of label ids only (a lossy
 format is refused: compression noise invents labels)."""
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def check_image(path: Path, image_size: int) -> tuple[int, int]:
 
 
 def decode(path: Path, draft: int | None = None) -> tuple[torch.Tensor, tuple[int, int] | None]:
-    """The uint8 (3, H, W) pixels of ``path`` as a viewer shows them and, for the
+    """The (3, H, W) pixels of ``path`` (see ``to_rgb``) as a viewer shows them and, for the
     check with ``draft``, its oriented (w, h) at full size. ``draft`` lets JPEGs
     decode at a reduced scale: much faster, and still reads every byte."""
     try:
@@ -116,14 +116,17 @@ def oriented_size(im: Image.Image) -> tuple[int, int]:
 
 
 def to_rgb(im: Image.Image, path: Path) -> torch.Tensor:
-    """uint8 (3, H, W) pixels of ``im``, or a UsageError naming ``path`` and its mode.
+    """(3, H, W) pixels of ``im``, or a UsageError naming ``path`` and its mode.
 
-    8-bit modes go through PIL (alpha discarded, see ``RGB_MODES``). 16-bit
-    greyscale (I;16*) is scaled from 0..65535 to 0..255; mode I (32-bit) is read
-    as 16-bit, since 16-bit PNGs and TIFFs open as I, and refused outside
-    0..65535. Float (F) must hold values in [0, 1], scaled to 0..255: any other
-    range has no meaning ftkit can know, and stretching each image by its own
-    min and max would make the same value a different grey in every image.
+    8-bit modes go through PIL to uint8 RGB (alpha discarded, see ``RGB_MODES``).
+    Deeper pixels keep their precision as float32 in [0, 1], as
+    ``transforms.v2.ToDtype(torch.float32, scale=True)`` reads integers: 16-bit
+    greyscale (I;16*) is divided by 65535, so two values one step apart stay two
+    inputs; mode I (32-bit) is read as 16-bit, since 16-bit PNGs and TIFFs open as
+    I, and refused outside 0..65535. Float (F) must hold values in [0, 1], kept as
+    they are: any other range has no meaning ftkit can know, and stretching each
+    image by its own min and max would make the same value a different grey in
+    every image.
     """
     mode = im.mode
     if mode in RGB_MODES:
@@ -136,7 +139,7 @@ def to_rgb(im: Image.Image, path: Path) -> torch.Tensor:
                 f"image '{path}' has mode {mode} with values {low}..{high}; expected "
                 f"16-bit values 0..65535, or an 8-bit image"
             )
-        grey = (values.astype(np.int64) * 255 + 32767) // 65535  # rounds v * 255 / 65535
+        grey = values.astype(np.float32) / np.float32(65535)
     elif mode == "F":
         lo, hi = float(values.min()), float(values.max())
         if not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
@@ -144,13 +147,13 @@ def to_rgb(im: Image.Image, path: Path) -> torch.Tensor:
                 f"image '{path}' has mode F (float) with values {lo:g}..{hi:g}; expected "
                 f"floats in [0, 1], or an 8- or 16-bit image"
             )
-        grey = np.rint(values.astype(np.float64) * 255)
+        grey = values.astype(np.float32)
     else:
         raise UsageError(
             f"image '{path}' has mode {mode}, which ftkit cannot convert to RGB; expected "
             f"an 8- or 16-bit greyscale, palette, RGB(A) or CMYK image"
         )
-    return torch.from_numpy(grey.astype(np.uint8)).expand(3, -1, -1).contiguous()
+    return torch.from_numpy(np.ascontiguousarray(grey)).expand(3, -1, -1).contiguous()
 
 
 def reason(exc: BaseException) -> str:

@@ -1,5 +1,14 @@
-"""Samples as tensors: a source yields them at their final size, ``SampleDataset``
-augments (torchvision ``transforms.v2``) and normalises them."""
+"""Samples as tensors: a source yields them, ``SampleDataset`` brings them to the
+model's size, augments (torchvision ``transforms.v2``) and normalises them.
+
+Geometry (``base_size``): a source may yield images at their final size (the
+built-in sets, ``--resize squash``), or at their own (``--resize keep``). Then,
+as MMSegmentation and timm do, the aspect ratio is kept: the shorter side is
+resized to ``base_size``; training takes a random ``base_size`` square of it
+(segmentation) or its centre (classification), unless ``--augment`` crops; a
+segmentation image is scored whole, its logits resized back to its original
+mask, which is never resized (``ftkit.engine.loop.evaluate``).
+"""
 
 from __future__ import annotations
 
@@ -25,7 +34,7 @@ class Source(Protocol):
     def __len__(self) -> int: ...
 
     def image(self, index: int) -> torch.Tensor:
-        """A uint8 (3, H, W) image."""
+        """A (3, H, W) image: uint8, or float32 in [0, 1] for deeper pixels."""
         ...
 
     def target(self, index: int) -> torch.Tensor:
@@ -64,12 +73,30 @@ def augmentations(spec: str, size: tuple[int, int]) -> list[v2.Transform]:
 
 
 def build_transform(
-    *, augment: str, mean: Sequence[float], std: Sequence[float], size: tuple[int, int]
+    *,
+    augment: str,
+    mean: Sequence[float],
+    std: Sequence[float],
+    size: tuple[int, int],
+    geometry: list[v2.Transform] | None = None,
 ) -> v2.Compose:
     # ToDtype(dtype) and Normalize touch images only; masks keep their labels.
-    steps = augmentations(augment, size)
+    # ToDtype scales integers to [0, 1] (uint8 by 255) and keeps floats as they are,
+    # so a 16-bit image read as float keeps every one of its levels.
+    steps = [*(geometry or []), *augmentations(augment, size)]
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     return v2.Compose(steps)
+
+
+def keep_ratio_geometry(task: str, base: int, augment: str, scoring: bool) -> list[v2.Transform]:
+    """The steps from an image of its own size to the model's (see the module doc)."""
+    shorter = v2.Resize(base, antialias=True)  # masks resize nearest, always
+    if scoring:
+        return [shorter] if task == "segmentation" else [shorter, v2.CenterCrop(base)]
+    if any(name == "crop" for name, _ in parse(augment)):
+        return []  # RandomResizedCrop takes its crop from the image as it is
+    crop = v2.RandomCrop(base) if task == "segmentation" else v2.CenterCrop(base)
+    return [shorter, crop]
 
 
 class MixCollate:
@@ -99,7 +126,12 @@ class SampleDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         augment: str | bool = "none",
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        base_size: int | None = None,
+        scoring: bool = False,
     ) -> None:
+        """``base_size``: None when ``source`` yields the final size, else the
+        shorter side images are brought to with their ratio kept. ``scoring``: the
+        items are scored, not trained on (a segmentation mask keeps its size)."""
         try:
             augment = canonical(augment)
         except ValueError as exc:
@@ -113,16 +145,22 @@ class SampleDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.augment = augment
         self.mean = tuple(mean)
         self.std = tuple(std)
-        # By image size, as a random crop needs it; sources yield one final size.
+        self.base_size = base_size
+        self.scoring = scoring
+        # By the size the augmentation sees, as a random crop needs it.
         self._transforms: dict[tuple[int, int], v2.Compose] = {}
 
     def __len__(self) -> int:
         return len(self.source)
 
     def transform(self, size: tuple[int, int]) -> v2.Compose:
+        geometry = None
+        if self.base_size is not None:
+            size = (self.base_size, self.base_size)
+            geometry = keep_ratio_geometry(self.task, self.base_size, self.augment, self.scoring)
         if size not in self._transforms:
             self._transforms[size] = build_transform(
-                augment=self.augment, mean=self.mean, std=self.std, size=size
+                augment=self.augment, mean=self.mean, std=self.std, size=size, geometry=geometry
             )
         return self._transforms[size]
 
@@ -130,20 +168,49 @@ class SampleDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         image = tv_tensors.Image(self.source.image(index))
         target = self.source.target(index)
         transform = self.transform((image.shape[-2], image.shape[-1]))
+        if self.task == "segmentation" and self.scoring and self.base_size is not None:
+            # Scored at the mask's own size: only the image is brought to the model's.
+            return transform(image).as_subclass(torch.Tensor), target
         if self.task == "segmentation":
             image, mask = transform(image, tv_tensors.Mask(target))
             # Plain tensors out: tv_tensor subclasses surprise code downstream.
             return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
         return transform(image).as_subclass(torch.Tensor), target
 
+    def sizes(self) -> list[tuple[int, int]] | None:
+        """Each item's (height, width) as scored, when items keep their own size (a
+        loader must then batch equal sizes together); else None."""
+        sizes = getattr(self.source, "sizes", None)
+        if not (self.scoring and self.base_size and self.task == "segmentation"):
+            return None
+        return list(sizes) if sizes is not None else None
+
     @property
     def deterministic(self) -> bool:
-        return not parse(self.augment)
+        if parse(self.augment):
+            return False
+        # A random crop of a non-square image is random; of a square one it is all of it.
+        sizes = getattr(self.source, "sizes", None) or []
+        crops = self.base_size is not None and self.task == "segmentation"
+        return not crops or all(h == w for h, w in sizes)
 
     def with_transforms(
-        self, *, augment: str | bool, mean: Sequence[float], std: Sequence[float]
+        self,
+        *,
+        augment: str | bool,
+        mean: Sequence[float],
+        std: Sequence[float],
+        scoring: bool = False,
     ) -> SampleDataset:
-        return SampleDataset(self.source, self.task, augment=augment, mean=mean, std=std)
+        return SampleDataset(
+            self.source,
+            self.task,
+            augment=augment,
+            mean=mean,
+            std=std,
+            base_size=self.base_size,
+            scoring=scoring,
+        )
 
 
 def resize_image(image: torch.Tensor, size: int) -> torch.Tensor:

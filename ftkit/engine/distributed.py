@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import ConcatDataset, Sampler
 
 from ftkit.errors import UsageError
 
@@ -165,3 +165,46 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+class SameSizeBatches(Sampler[list[int]]):
+    """A batch sampler over ``sampler``'s indices whose batches hold items of one
+    size: images scored at their own resolution cannot be stacked otherwise. In
+    the sampler's order within each size, a batch as soon as one is full."""
+
+    def __init__(self, sampler: Sampler[int], sizes: list[Any], batch_size: int) -> None:
+        self.sampler, self.sizes, self.batch_size = sampler, sizes, batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        waiting: dict[Any, list[int]] = {}
+        for i in self.sampler:
+            batch = waiting.setdefault(self.sizes[i], [])
+            batch.append(i)
+            if len(batch) == self.batch_size:
+                yield waiting.pop(self.sizes[i])
+        yield from waiting.values()
+
+    def __len__(self) -> int:
+        counts: dict[Any, int] = {}
+        for i in self.sampler:
+            counts[self.sizes[i]] = counts.get(self.sizes[i], 0) + 1
+        return sum(-(-n // self.batch_size) for n in counts.values())
+
+
+def item_sizes(dataset: Any) -> list[Any] | None:
+    """Each item's size where the items keep their own (``SampleDataset.sizes``),
+    also through a ``ConcatDataset`` (``eval --split all``)."""
+    if isinstance(dataset, ConcatDataset):
+        parts = [item_sizes(d) for d in dataset.datasets]
+        return None if any(p is None for p in parts) else [s for p in parts for s in p or []]
+    return dataset.sizes() if hasattr(dataset, "sizes") else None
+
+
+def scoring_batches(dataset: Any, batch_size: int, sampler: Sampler[int] | None = None) -> Any:
+    """DataLoader arguments for scoring ``dataset``: plain batches, or batches of
+    one size when its items differ in size."""
+    sizes = item_sizes(dataset)
+    if sizes is None or len(set(sizes)) < 2:
+        return {"batch_size": batch_size, "sampler": sampler}
+    order = sampler if sampler is not None else range(len(sizes))
+    return {"batch_sampler": SameSizeBatches(order, sizes, batch_size)}  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ from ftkit.data import is_folder
 from ftkit.data.folders import SPLIT_FILE, hold_back_added, split_record
 from ftkit.engine.calibration import calibrated, doubts, fit_temperature
 from ftkit.engine.checkpoint import atomic_write
-from ftkit.engine.distributed import pick_device
+from ftkit.engine.distributed import pick_device, scoring_batches
 from ftkit.engine.loop import evaluate
 from ftkit.engine.loss import make_loss
 from ftkit.engine.record import PER_CLASS
@@ -54,7 +54,9 @@ class Evaluator:
             self.held_back = hold_back_added(self.prepared.data, Path(config.data), recorded)
         self.data = model_data(self.prepared).scored(split)
         self.loader = DataLoader(
-            self.data.val, batch_size=config.batch_size, num_workers=config.workers
+            self.data.val,
+            **scoring_batches(self.data.val, config.batch_size),
+            num_workers=config.workers,
         )
         self.task = plugins.tasks.get(config.task)
         self.monitor = config.monitor or self.task.monitor

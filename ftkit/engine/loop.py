@@ -287,7 +287,7 @@ def evaluate(
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(amp, device):
-            views = predict(model, x, task, tta)
+            views = [at_mask_size(v, y) for v in predict(model, x, task, tta)]
             logits = views[0] if len(views) == 1 else mean_softmax(views)
             # each view's own loss, averaged: right for any loss (a sigmoid-based
             # focal loss would misread the averaged log-probabilities)
@@ -299,8 +299,9 @@ def evaluate(
             on_batch(logits.float(), y)
         if len(samples) < keep:
             preds = logits.argmax(1)
+            shown = at_mask_size(x, y) if isinstance(x, torch.Tensor) else x
             samples += [
-                (x[j].cpu(), y[j].cpu(), preds[j].cpu())
+                (shown[j].cpu(), y[j].cpu(), preds[j].cpu())
                 for j in range(min(keep - len(samples), x.shape[0]))
             ]
     # Every rank saw a share of the split: sum the counts before computing.
@@ -309,6 +310,17 @@ def evaluate(
     result = {f"val_{k}": v for k, v in metrics.compute().items()}
     result["val_loss"] = float(totals[0] / totals[1].clamp(min=1))
     return result, samples
+
+
+def at_mask_size(maps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Segmentation logits (or images) resized, bilinear, to their masks' size: an
+    image shown to the model at its base size is scored at its original
+    resolution, as MMSegmentation scores it. Anything else as it is."""
+    if not (maps.dim() == 4 and target.dim() == 3 and maps.shape[-2:] != target.shape[-2:]):
+        return maps
+    return nn.functional.interpolate(
+        maps.float(), size=tuple(target.shape[-2:]), mode="bilinear", align_corners=False
+    )
 
 
 TTA = ("none", "flip")

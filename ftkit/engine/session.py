@@ -28,7 +28,13 @@ from ftkit.engine import checkpoint as ckpt
 from ftkit.engine import rundir
 from ftkit.engine.cache import CachedFeatures, check_requested, why_not
 from ftkit.engine.console import Console, Report
-from ftkit.engine.distributed import EpochSampler, ShardSampler, World, epoch_seed
+from ftkit.engine.distributed import (
+    EpochSampler,
+    ShardSampler,
+    World,
+    epoch_seed,
+    scoring_batches,
+)
 from ftkit.engine.drift import group_changes
 from ftkit.engine.ema import Ema
 from ftkit.engine.guards import GradNormAlert, NonFinite, Stoppers
@@ -383,8 +389,7 @@ def loaders(
     )
     val_loader = DataLoader(
         data.val,
-        batch_size=config.batch_size,
-        sampler=ShardSampler(len(data.val), world),
+        **scoring_batches(data.val, config.batch_size, ShardSampler(len(data.val), world)),
         num_workers=config.workers,
         pin_memory=device.type == "cuda",
     )

@@ -116,7 +116,17 @@ def panels(run: Any) -> Any:
         truth[:, target == 255] = 1.0
         guess = palette[pred.clamp(0, len(palette) - 1)].permute(2, 0, 1)
         rows.append(torch.cat([image, truth, guess], dim=2))
-    return torch.cat(rows, dim=1)
+    return torch.cat([_width(row, rows[0].shape[2]) for row in rows], dim=1)
+
+
+def _width(row: Any, width: int) -> Any:
+    """``row`` scaled to ``width`` (images scored at their own size differ)."""
+    import torch
+
+    if row.shape[2] == width:
+        return row
+    height = max(1, round(row.shape[1] * width / row.shape[2]))
+    return torch.nn.functional.interpolate(row[None], size=(height, width), mode="nearest")[0]
 
 
 def _label_panel(names: list[str], palette: Any, label: int, size: tuple[int, int]) -> Any:

@@ -1,0 +1,160 @@
+"""Images at their own resolution (issue 23): the aspect ratio kept, segmentation
+scored at each original mask's size, and training on square crops of the
+ratio-kept images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ftkit.data import load_data
+from ftkit.registry import Registry
+
+# A model whose prediction is a rule on its input: class 1 where the red channel
+# is above half, else class 0 (class 2 never). Its one parameter changes nothing.
+RAMP = """
+import ftkit
+import torch
+from torch import nn
+
+THRESHOLD = (0.5 - 0.485) / 0.229  # red 0.5 after ImageNet normalisation
+
+
+class Ramp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        red = x[:, :1]
+        logits = torch.cat([torch.full_like(red, THRESHOLD), red, torch.full_like(red, -100.0)], 1)
+        return logits + 0 * self.unused
+
+
+@ftkit.hookimpl
+def ftkit_register_models(register):
+    register(ftkit.ModelFamily("ramp", lambda rest, *, num_classes, task: Ramp()))
+"""
+BAND = 4  # columns either side of the middle left unlabelled: resampling moves the edge
+
+
+def ramp_pair(root: Path, split: str, stem: str, height: int, width: int) -> np.ndarray:
+    """An image whose red rises left to right, and its mask: 0 left, 1 right, 255 in a
+    band at the middle, and a 1-pixel-wide column of class 2 that the model never
+    predicts (squashing would drop or double it). The mask, as written."""
+    red = np.round(255 * np.arange(width) / (width - 1)).astype(np.uint8)
+    image = np.zeros((height, width, 3), np.uint8)
+    image[..., 0] = red
+    mask = np.where(np.arange(width) > (width - 1) / 2, 1, 0).astype(np.uint8)
+    mask = np.repeat(mask[None], height, axis=0)
+    middle = (width - 1) / 2
+    mask[:, int(np.floor(middle - BAND)) : int(np.ceil(middle + BAND)) + 1] = 255
+    mask[:, 3] = 2
+    for folder, array in (("images", image), ("masks", mask)):
+        (root / split / folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(root / split / folder / f"{stem}.png")
+    return mask
+
+
+def iou_like_mmseg(pairs: list[tuple[np.ndarray, np.ndarray]], num_classes: int):
+    """MMSegmentation's ``intersect_and_union``, summed over images, in numpy."""
+    inter = np.zeros(num_classes)
+    area_pred = np.zeros(num_classes)
+    area_label = np.zeros(num_classes)
+    for pred, label in pairs:
+        keep = label != 255
+        pred, label = pred[keep], label[keep]
+        inter += np.bincount(pred[pred == label], minlength=num_classes)
+        area_pred += np.bincount(pred, minlength=num_classes)
+        area_label += np.bincount(label, minlength=num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return inter / (area_pred + area_label - inter), area_label
+
+
+def test_segmentation_is_scored_at_each_masks_own_size(ftkit, tmp_path):
+    (tmp_path / "ramp.py").write_text(RAMP)
+    data = tmp_path / "data"
+    ramp_pair(data, "train", "t0", 24, 48)
+    ramp_pair(data, "train", "t1", 30, 30)
+    # three sizes and aspect ratios: landscape 2:1, portrait, square
+    masks = [ramp_pair(data, "val", "a", 45, 90), ramp_pair(data, "val", "b", 70, 42)]
+    masks.append(ramp_pair(data, "val", "c", 51, 51))
+    (data / "classes.txt").write_text("left\nright\nline\n")
+    common = ["--plugin", "ramp", "--model", "ramp:x", "--image-size", "16", "--batch-size", "2"]
+    run = ftkit(
+        "run", *common, "--data", str(data), "--strategy", "full", "--epochs", "1",
+        "--no-augment", "--out", "run",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    result = ftkit("eval", "--checkpoint", "run", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["samples"] == 3
+
+    # The rule's prediction at each mask's own size; the band hides where resampling
+    # moves the edge between the classes.
+    expected = []
+    for mask in masks:
+        width = mask.shape[1]
+        pred = np.repeat((np.arange(width) > (width - 1) / 2)[None], mask.shape[0], axis=0)
+        expected.append((pred.astype(np.int64), mask.astype(np.int64)))
+    iou, support = iou_like_mmseg(expected, 3)
+    exact = [int(sum(((m == c).sum()) for m in masks)) for c in range(3)]
+    assert support.astype(int).tolist() == exact
+    assert report["val_support_per_class"] == exact  # every pixel of the originals, 255 out
+    assert exact[2] == 45 + 70 + 51  # the 1-pixel column, once per row
+    assert report["val_iou_per_class"] == pytest.approx(iou.tolist())
+    assert report["val_iou_per_class"][2] == 0.0
+    assert report["val_miou"] == pytest.approx(float(np.nanmean(iou)))
+
+    # Squashed to 16x16 squares the thin class is counted at another size entirely.
+    squash = ftkit("eval", "--checkpoint", "run", "--resize", "squash", "--json")
+    assert squash.returncode == 0, squash.stderr
+    assert json.loads(squash.stdout)["val_support_per_class"][2] != exact[2]
+
+
+def stripes(root: Path, stem: str, height: int, width: int, seed: int) -> None:
+    """Blocks of black and white whose mask is 1 exactly where the image is white."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.random((height // 8, width // 8)) > 0.5
+    white = np.kron(blocks, np.ones((8, 8), bool))
+    for folder, array in (
+        ("images", np.repeat(white[..., None] * 255, 3, axis=2).astype(np.uint8)),
+        ("masks", white.astype(np.uint8)),
+    ):
+        (root / "images").mkdir(exist_ok=True)
+        (root / "masks").mkdir(exist_ok=True)
+        Image.fromarray(array).save(root / folder / f"{stem}.png")
+
+
+def test_training_takes_square_crops_of_the_ratio_kept_image(tmp_path):
+    for i in range(6):
+        stripes(tmp_path, f"{i}", 64, 128, seed=i)  # 2:1
+    data = load_data(
+        str(tmp_path),
+        "segmentation",
+        Registry("dataset"),
+        image_size=32,
+        augment="none",
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+    )
+    assert not data.train_is_deterministic  # a random crop of a 2:1 image
+    seen = set()
+    for _ in range(8):
+        image, mask = data.train[0]
+        assert image.shape == (3, 32, 32) and mask.shape == (32, 32)
+        # the image was halved (64 -> 32 rows), so its 8-pixel blocks are 4 wide:
+        # where the image is clearly black or white, the mask says the same
+        clear = (image[0] < 0.1) | (image[0] > 0.9)
+        assert clear.float().mean() > 0.5
+        assert torch.equal(mask[clear], (image[0][clear] > 0.5).long())
+        seen.add(image.sum().item())
+    assert len(seen) > 1  # not always the same square
+    image, mask = data.val[0]  # scored whole: the image at 32 x 64, the mask as it is
+    assert image.shape == (3, 32, 64) and mask.shape == (64, 128)
