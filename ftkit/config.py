@@ -31,7 +31,10 @@ DEFAULT_IMAGE_SIZE = 64
 DATA_FINGERPRINT = "data_fingerprint"  # a config.toml key, written by to_toml
 # What `run --from RUN` takes from RUN's config.toml unless told: the same model on
 # the same data, split and scored the same way.
-FOLLOWED = ("task", "model", "data", "num_classes", "image_size", "resize", "val_fraction")
+FOLLOWED = (
+    "task", "model", "data", "num_classes", "image_size", "resize", "val_fraction",
+    "normalize", "mean", "std",
+)  # fmt: skip
 
 
 def _at_least_one(v: Any) -> str | None:
@@ -60,6 +63,17 @@ def _lr(v: float) -> str | None:
     if not 0 < v <= 10:
         return "must be a learning rate in (0, 10]"
     return None
+
+
+def _channels(text: str) -> str:
+    """``--mean``/``--std``: per-channel values, kept as ``a,b,c``."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"expected comma-separated numbers, got '{text}'") from None
+    if len(values) not in (1, 3) or not all(v == v and abs(v) < 1e6 for v in values):
+        raise ValueError(f"expected 1 or 3 finite numbers (one per channel), got '{text}'")
+    return ",".join(f"{v:.6g}" for v in (values * 3 if len(values) == 1 else values))
 
 
 def opt(
@@ -130,6 +144,22 @@ class Config:
         "own size) or squash (every image and mask resized to an --image-size square, "
         "and scored there)",
         choices=("keep", "squash"),
+    )
+    normalize: str = opt(
+        "auto",
+        "image statistics: weights (those the pretrained weights were trained with), "
+        "dataset (the training split's own, measured once and recorded), none, or auto "
+        "(weights when starting from pretrained weights, else dataset)",
+        choices=("auto", "weights", "dataset", "none"),
+    )
+    mean: str | None = opt(
+        None,
+        "per-channel mean the images are normalised with, in [0, 1] pixel units, e.g. "
+        "0.12,0.12,0.12 [default: by --normalize; a run records what it used]",
+        parse=_channels,
+    )
+    std: str | None = opt(
+        None, "per-channel std to go with --mean, e.g. 0.05,0.05,0.05", parse=_channels
     )
     num_samples: int = opt(384, "samples of a built-in dataset (train + val)", check=_at_least_one)
     # Kept in canonical form (presets expanded): config.toml records the exact pipeline.

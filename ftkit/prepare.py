@@ -178,6 +178,7 @@ def prepare(config: Config, plugins: Plugins, *, load_weights: bool = True) -> P
     class_weights, loss_notes = check_loss(config, loss, class_weights, plugins)
     # Opened even when --num-classes is given: plan must refuse missing data as run does.
     data = open_data(config, plugins, config.num_classes)
+    config, pre, normalize_notes = normalization(config, pre, data)
     held_back = hold_back_added(config, data)
     num_classes = config.num_classes or data.num_classes
     if class_weights:
@@ -203,6 +204,7 @@ def prepare(config: Config, plugins: Plugins, *, load_weights: bool = True) -> P
         *filter(None, [input_size_problem(model, config)]),
         *baseline_differences(config),
         *held_back,
+        *normalize_notes,
         *loss_notes,
     )
     plan = make_plan(strategy, anatomy, request, loss=loss, warnings=warnings)
@@ -337,6 +339,68 @@ def prepare_run(config: Config, plugins: Plugins, *, load_weights: bool = True) 
     if n_val == 0:
         raise UsageError(f"the validation split of '{config.data}' is empty")
     return prepared
+
+
+# A constant channel (a red-only image's blue) must not divide by zero.
+MIN_STD = 1e-3
+CHECKED_IMAGES = 64  # how many training images the plan measures against the weights'
+
+
+def normalization(
+    config: Config, pre: Preprocessing, data: DataSplits
+) -> tuple[Config, Preprocessing, list[str]]:
+    """``--normalize`` (and ``--mean``/``--std``) decided: the config with what
+    ``auto`` chose and what ``dataset`` measured (so config.toml records them and
+    every later command reuses them), the statistics, and the plan's warnings."""
+    from ftkit.data.statistics import channel_statistics, far_from
+
+    if not pre.mean:  # not images: nothing to normalise
+        return config, pre, []
+    if (config.mean is None) != (config.std is None):
+        raise UsageError("--mean and --std go together; give both, or neither")
+    mode = config.normalize
+    why = ""
+    if mode == "auto":
+        mode = "weights" if config.weights or config.start_from else "dataset"
+        start = "pretrained weights" if mode == "weights" else "no pretrained weights"
+        why = f" (--normalize auto: {start})"
+    if config.mean is not None and config.std is not None:
+        mean, std = _channels(config.mean), _channels(config.std)
+        if any(v <= 0 for v in std):
+            raise UsageError(f"--std {config.std}: every channel's std must be above 0")
+        told = "the training split's, as recorded" if mode == "dataset" else "--mean and --std"
+        return replace(config, normalize=mode), replace(pre, mean=mean, std=std, source=told), []
+    if mode == "none":
+        plain = replace(pre, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), source="none (--normalize)")
+        return replace(config, normalize=mode), plain, []
+    if mode == "weights":
+        notes = []
+        measured = channel_statistics(data.train, limit=CHECKED_IMAGES)
+        if measured and far_from(measured, (pre.mean, pre.std)):
+            notes.append(
+                f"the training images' mean {_fmt(measured[0])} and std {_fmt(measured[1])} "
+                f"are far from the {pre.source} ({_fmt(pre.mean)}, {_fmt(pre.std)}) the inputs "
+                f"are normalised with; --normalize dataset uses the data's own"
+            )
+        return replace(config, normalize=mode), replace(pre, source=pre.source + why), notes
+    measured = channel_statistics(data.train)
+    if measured is None:
+        raise UsageError(
+            f"--normalize dataset: ftkit cannot read the images of '{config.data}' before "
+            f"their transforms; give --mean and --std, or --normalize weights"
+        )
+    mean, std = measured[0], tuple(max(v, MIN_STD) for v in measured[1])
+    config = replace(
+        config, normalize="dataset", mean=",".join(f"{v:.6g}" for v in mean),
+        std=",".join(f"{v:.6g}" for v in std),
+    )  # fmt: skip
+    # the recorded (rounded) figures, so this run and every later command agree exactly
+    mean, std = _channels(config.mean or ""), _channels(config.std or "")
+    return config, replace(pre, mean=mean, std=std, source="the training split's own" + why), []
+
+
+def _channels(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
 
 
 def open_data(config: Config, plugins: Plugins, num_classes: int | None = None) -> DataSplits:

@@ -86,6 +86,7 @@ def test_segmentation_is_scored_at_each_masks_own_size(ftkit, tmp_path):
     masks.append(ramp_pair(data, "val", "c", 51, 51))
     (data / "classes.txt").write_text("left\nright\nline\n")
     common = ["--plugin", "ramp", "--model", "ramp:x", "--image-size", "16", "--batch-size", "2"]
+    common += ["--normalize", "weights"]  # the rule reads ImageNet-normalised red
     run = ftkit(
         "run", *common, "--data", str(data), "--strategy", "full", "--epochs", "1",
         "--no-augment", "--out", "run",
@@ -158,3 +159,63 @@ def test_training_takes_square_crops_of_the_ratio_kept_image(tmp_path):
     assert len(seen) > 1  # not always the same square
     image, mask = data.val[0]  # scored whole: the image at 32 x 64, the mask as it is
     assert image.shape == (3, 32, 64) and mask.shape == (64, 128)
+
+
+def grey_folder(root: Path, levels: dict[str, list[int]]) -> Path:
+    """``train/`` and ``val/`` of two classes, each image one grey level (16-bit)."""
+    for split, values in levels.items():
+        for i, value in enumerate(values):
+            folder = root / split / ("a" if i % 2 else "b")
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((8, 8), value, np.uint16)).save(folder / f"{i}.png")
+    return root
+
+
+def test_normalize_dataset_is_measured_on_training_images_and_reused(tmp_path):
+    from ftkit.cli_options import make_config
+    from ftkit.plugins.manager import Plugins
+    from ftkit.prepare import prepare
+
+    # training images at 1000 and 3000 of 65535; validation ones far brighter
+    data = grey_folder(tmp_path / "data", {"train": [1000, 3000] * 4, "val": [60000] * 4})
+    values = {
+        "task": "classification", "model": "tv:mobilenet_v2", "data": str(data),
+        "image_size": 8, "normalize": "dataset", "batch_size": 4,
+    }  # fmt: skip
+    prepared = prepare(make_config(None, (), (), values), Plugins(()))
+    mean, std = 2000 / 65535, 1000 / 65535  # the training split's, by hand
+    assert prepared.preprocessing.mean == pytest.approx((mean,) * 3, rel=1e-5)
+    assert prepared.preprocessing.std == pytest.approx((std,) * 3, rel=1e-5)
+    recorded = prepared.config
+    assert recorded.mean == ",".join([f"{mean:.6g}"] * 3)
+
+    # Later commands on the run, on another folder: the recorded figures, unchanged.
+    other = grey_folder(tmp_path / "other", {"train": [40000] * 4, "val": [50000] * 4})
+    again = prepare(
+        make_config(None, (), (), {**values, "data": str(other), "mean": recorded.mean,
+                                   "std": recorded.std}),
+        Plugins(()),
+        load_weights=False,
+    )  # fmt: skip
+    assert again.preprocessing.mean == prepared.preprocessing.mean
+    assert again.preprocessing.std == prepared.preprocessing.std
+    # and auto without pretrained weights means the data set's own
+    auto = prepare(make_config(None, (), (), {**values, "normalize": "auto"}), Plugins(()))
+    assert auto.preprocessing.mean == prepared.preprocessing.mean
+    assert "no pretrained weights" in auto.preprocessing.source
+
+
+def test_images_far_from_the_weights_statistics_get_a_plan_warning(tmp_path, mobilenet_file):
+    from ftkit.cli_options import make_config
+    from ftkit.plugins.manager import Plugins
+    from ftkit.prepare import prepare
+
+    data = grey_folder(tmp_path / "data", {"train": [1000, 3000] * 4, "val": [2000] * 4})
+    values = {
+        "task": "classification", "model": "tv:mobilenet_v2", "data": str(data),
+        "image_size": 8, "weights": str(mobilenet_file), "batch_size": 4,
+    }  # fmt: skip
+    prepared = prepare(make_config(None, (), (), values), Plugins(()))
+    assert prepared.config.normalize == "weights"
+    (warning,) = [w for w in prepared.plan.warnings if "--normalize dataset" in w]
+    assert "mean (0.0305, 0.0305, 0.0305)" in warning
