@@ -360,7 +360,14 @@ def load_file(path: str) -> dict[str, Any]:
                 else "; a strategy's options (see 'ftkit strategies') go in its [strategy] table"
             )
             raise UsageError(f"config file '{path}': unknown key '{key}'{hint}")
+    if (Path(path).parent / "plan.json").is_file():  # a run's own record
+        # Runs recorded before these options existed squashed their images and used
+        # their weights' (ImageNet) statistics: read back, they keep doing so.
+        data = {**RECORDED_BEFORE, **data}
     return data
+
+
+RECORDED_BEFORE = {"resize": "squash", "normalize": "weights"}
 
 
 _TOP_STRATEGY = re.compile(r"^\s*strategy\s*=")

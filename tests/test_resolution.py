@@ -219,3 +219,17 @@ def test_images_far_from_the_weights_statistics_get_a_plan_warning(tmp_path, mob
     assert prepared.config.normalize == "weights"
     (warning,) = [w for w in prepared.plan.warnings if "--normalize dataset" in w]
     assert "mean (0.0305, 0.0305, 0.0305)" in warning
+
+
+def test_a_run_recorded_before_geometry_options_keeps_its_squash_and_statistics(tmp_path):
+    from ftkit.config import load_file
+
+    (tmp_path / "plan.json").write_text("{}")
+    (tmp_path / "config.toml").write_text('data = "builtin:shapes"\n')
+    old = load_file(str(tmp_path / "config.toml"))
+    assert (old["resize"], old["normalize"]) == ("squash", "weights")
+    (tmp_path / "config.toml").write_text('resize = "keep"\nnormalize = "dataset"\n')
+    assert load_file(str(tmp_path / "config.toml"))["resize"] == "keep"
+    (tmp_path / "plan.json").unlink()  # a user's own --config file: today's defaults
+    (tmp_path / "config.toml").write_text('data = "builtin:shapes"\n')
+    assert "resize" not in load_file(str(tmp_path / "config.toml"))
