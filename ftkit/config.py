@@ -155,7 +155,7 @@ class Config:
     mean: str | None = opt(
         None,
         "per-channel mean the images are normalised with, in [0, 1] pixel units, e.g. "
-        "0.12,0.12,0.12 [default: by --normalize; a run records what it used]",
+        "0.12,0.12,0.12 [default: by --normalize; dataset records its figures here]",
         parse=_channels,
     )
     std: str | None = opt(

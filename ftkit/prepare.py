@@ -341,8 +341,9 @@ def prepare_run(config: Config, plugins: Plugins, *, load_weights: bool = True) 
     return prepared
 
 
-# A constant channel (a red-only image's blue) must not divide by zero.
-MIN_STD = 1e-3
+# Under a 16-bit level's hundredth: a constant channel (a red-only image's blue),
+# which gets std 1 rather than a division by zero (it is its mean, so 0, anyway).
+CONSTANT_STD = 1e-7
 CHECKED_IMAGES = 64  # how many training images the plan measures against the weights'
 
 
@@ -384,12 +385,15 @@ def normalization(
             )
         return replace(config, normalize=mode), replace(pre, source=pre.source + why), notes
     measured = channel_statistics(data.train)
+    if measured is None and config.normalize == "auto":  # a plugin's data, its own reading
+        why = " (--normalize auto: no pretrained weights, and this data cannot be measured)"
+        return replace(config, normalize="weights"), replace(pre, source=pre.source + why), []
     if measured is None:
         raise UsageError(
             f"--normalize dataset: ftkit cannot read the images of '{config.data}' before "
             f"their transforms; give --mean and --std, or --normalize weights"
         )
-    mean, std = measured[0], tuple(max(v, MIN_STD) for v in measured[1])
+    mean, std = measured[0], tuple(v if v > CONSTANT_STD else 1.0 for v in measured[1])
     config = replace(
         config, normalize="dataset", mean=",".join(f"{v:.6g}" for v in mean),
         std=",".join(f"{v:.6g}" for v in std),

@@ -233,3 +233,19 @@ def test_a_run_recorded_before_geometry_options_keeps_its_squash_and_statistics(
     (tmp_path / "plan.json").unlink()  # a user's own --config file: today's defaults
     (tmp_path / "config.toml").write_text('data = "builtin:shapes"\n')
     assert "resize" not in load_file(str(tmp_path / "config.toml"))
+
+
+def test_data_ftkit_cannot_measure_falls_back_to_the_weights_statistics_under_auto():
+    from ftkit.config import Config
+    from ftkit.data import DataSplits
+    from ftkit.errors import UsageError
+    from ftkit.models.family import Preprocessing
+    from ftkit.prepare import normalization
+
+    items = [(torch.zeros(3, 4, 4), torch.tensor(0))] * 2  # a plugin's own dataset
+    data = DataSplits("classification", items, items, 2, ["a", "b"])
+    config, pre, notes = normalization(Config(task="classification"), Preprocessing(), data)
+    assert config.normalize == "weights" and pre.mean == Preprocessing().mean and not notes
+    assert "cannot be measured" in pre.source
+    with pytest.raises(UsageError, match="--normalize dataset: ftkit cannot read"):
+        normalization(Config(task="classification", normalize="dataset"), Preprocessing(), data)
