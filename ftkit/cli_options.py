@@ -36,6 +36,8 @@ EVAL_OPTIONS = (
     "val_fraction",
     "image_size",
     "resize",
+    "crop",
+    "eval_mode",
     "num_samples",
     "seed",
     "loss",

@@ -32,8 +32,8 @@ DATA_FINGERPRINT = "data_fingerprint"  # a config.toml key, written by to_toml
 # What `run --from RUN` takes from RUN's config.toml unless told: the same model on
 # the same data, split and scored the same way.
 FOLLOWED = (
-    "task", "model", "data", "num_classes", "image_size", "resize", "val_fraction",
-    "normalize", "mean", "std",
+    "task", "model", "data", "num_classes", "image_size", "resize", "crop", "eval_mode",
+    "val_fraction", "normalize", "mean", "std",
 )  # fmt: skip
 
 
@@ -74,6 +74,22 @@ def _channels(text: str) -> str:
     if len(values) not in (1, 3) or not all(v == v and abs(v) < 1e6 for v in values):
         raise ValueError(f"expected 1 or 3 finite numbers (one per channel), got '{text}'")
     return ",".join(f"{v:.6g}" for v in (values * 3 if len(values) == 1 else values))
+
+
+def _crop(text: str) -> str:
+    """``--crop``: ``H,W`` or one side ``N``, kept as ``H,W``."""
+    try:
+        sides = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"expected H,W or one side N in pixels, got '{text}'") from None
+    if len(sides) not in (1, 2) or min(sides) < 1:
+        raise ValueError(f"expected H,W or one side N of at least 1 pixel, got '{text}'")
+    return ",".join(str(v) for v in (sides * 2 if len(sides) == 1 else sides))
+
+
+def crop_size(text: str) -> tuple[int, int]:
+    height, width = (int(v) for v in text.split(","))
+    return height, width
 
 
 def opt(
@@ -144,6 +160,20 @@ class Config:
         "own size) or squash (every image and mask resized to an --image-size square, "
         "and scored there)",
         choices=("keep", "squash"),
+    )
+    crop: str | None = opt(
+        None,
+        "segmentation training crop H,W (or one side N), as MMSegmentation trains: each "
+        "image rescaled with its ratio kept to a shorter side of 0.5-2x --image-size, "
+        "then a random crop, padded (image with the mean, mask with 255) where smaller "
+        "[default: an --image-size square of the image at --image-size]",
+        parse=_crop,
+    )
+    eval_mode: str = opt(
+        "whole",
+        "segmentation scoring: whole (the image at --image-size at once) or slide "
+        "(windows of the --crop size at a stride of 2/3 of it, overlaps averaged)",
+        choices=("whole", "slide"),
     )
     normalize: str = opt(
         "auto",
@@ -281,6 +311,11 @@ class Config:
     @property
     def model_spec(self) -> str:
         return self.model or DEFAULT_MODELS[self.task]
+
+    @property
+    def slide_window(self) -> tuple[int, int] | None:
+        """The window ``--eval-mode slide`` scores at a time: the training crop."""
+        return crop_size(self.crop) if self.eval_mode == "slide" and self.crop else None
 
     def to_toml(self, data_fingerprint: str | None = None) -> str:
         lines = []

@@ -160,8 +160,6 @@ class SegmentationMetrics(_ConfusionMetrics):
             "accuracy_per_class": recall.tolist(),
             "dice": float(dice.nanmean()),
             "dice_per_class": dice.tolist(),
-            # labelled pixels of each class (MMSegmentation's area_label): where scored
-            "support_per_class": [int(n) for n in truth.tolist()],
             "confusion_matrix": matrix,
         }
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftkit.config import DEFAULT_IMAGE_SIZE, DEFAULT_MODELS, Config
+from ftkit.config import DEFAULT_IMAGE_SIZE, DEFAULT_MODELS, Config, crop_size
 from ftkit.data import is_folder
 from ftkit.errors import UsageError
 from ftkit.models.family import Preprocessing
@@ -64,15 +64,27 @@ class Prepared:
 
     def geometry_line(self) -> str:
         """How images of the data's own sizes become the model's (``--resize``)."""
-        n, task = self.config.image_size, self.data.task
+        n, task = self.config.image_size or DEFAULT_IMAGE_SIZE, self.data.task
         if not is_folder(self.config.data):
             return "geometry: the images as the data set makes them"
         if self.config.resize == "squash":
             return f"geometry: images and masks squashed to {n}x{n}, scored there (--resize squash)"
         if task == "segmentation":
+            crop = self.config.crop
+            trained = (
+                f"rescaled to a shorter side of {n // 2}-{2 * n} px and cropped to "
+                f"{crop.replace(',', 'x')} (padded with 255)"
+                if crop
+                else f"random {n}x{n} crops"
+            )
+            scored = (
+                f"in {crop.replace(',', 'x')} windows sliding by 2/3 (--eval-mode slide)"
+                if self.config.slide_window and crop
+                else "whole"
+            )
             return (
-                f"geometry: shorter side to {n} px, ratio kept; trained on random {n}x{n} "
-                f"crops, scored whole at each mask's own size"
+                f"geometry: shorter side to {n} px, ratio kept; trained on {trained}, "
+                f"scored {scored} at each mask's own size"
             )
         return (
             f"geometry: shorter side to {n} px, ratio kept; the centre {n}x{n} or --augment's crop"
@@ -176,6 +188,8 @@ def prepare(config: Config, plugins: Plugins, *, load_weights: bool = True) -> P
     loss = config.loss or strategy.default_loss or "ce"
     class_weights = config.class_weights or strategy.default_class_weights
     class_weights, loss_notes = check_loss(config, loss, class_weights, plugins)
+    if config.eval_mode == "slide" and not config.crop:
+        raise UsageError("--eval-mode slide slides windows of the --crop size; give --crop")
     # Opened even when --num-classes is given: plan must refuse missing data as run does.
     data = open_data(config, plugins, config.num_classes)
     config, pre, normalize_notes = normalization(config, pre, data)
@@ -426,6 +440,7 @@ def open_data(config: Config, plugins: Plugins, num_classes: int | None = None) 
         val_fraction=config.val_fraction,
         num_classes=num_classes,
         resize=config.resize,
+        crop=crop_size(config.crop) if config.crop else None,
         mixup=config.mixup,
         cutmix=config.cutmix,
     )

@@ -107,7 +107,7 @@ def test_segmentation_is_scored_at_each_masks_own_size(ftkit, tmp_path):
     iou, support = iou_like_mmseg(expected, 3)
     exact = [int(sum(((m == c).sum()) for m in masks)) for c in range(3)]
     assert support.astype(int).tolist() == exact
-    assert report["val_support_per_class"] == exact  # every pixel of the originals, 255 out
+    assert report["support"] == exact  # every pixel of the originals, 255 out
     assert exact[2] == 45 + 70 + 51  # the 1-pixel column, once per row
     assert report["val_iou_per_class"] == pytest.approx(iou.tolist())
     assert report["val_iou_per_class"][2] == 0.0
@@ -116,7 +116,7 @@ def test_segmentation_is_scored_at_each_masks_own_size(ftkit, tmp_path):
     # Squashed to 16x16 squares the thin class is counted at another size entirely.
     squash = ftkit("eval", "--checkpoint", "run", "--resize", "squash", "--json")
     assert squash.returncode == 0, squash.stderr
-    assert json.loads(squash.stdout)["val_support_per_class"][2] != exact[2]
+    assert json.loads(squash.stdout)["support"][2] != exact[2]
 
 
 def stripes(root: Path, stem: str, height: int, width: int, seed: int) -> None:
@@ -249,3 +249,84 @@ def test_data_ftkit_cannot_measure_falls_back_to_the_weights_statistics_under_au
     assert "cannot be measured" in pre.source
     with pytest.raises(UsageError, match="--normalize dataset: ftkit cannot read"):
         normalization(Config(task="classification", normalize="dataset"), Preprocessing(), data)
+
+
+def test_a_crop_trains_on_rescaled_images_padded_where_smaller(tmp_path):
+    for i in range(4):
+        stripes(tmp_path, f"{i}", 64, 128, seed=i)  # 2:1
+    data = load_data(
+        str(tmp_path),
+        "segmentation",
+        Registry("dataset"),
+        image_size=32,
+        augment="none",
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+        crop=(40, 48),
+    )
+    assert not data.train_is_deterministic
+    padded = scales = 0
+    torch.manual_seed(0)
+    for _ in range(40):
+        image, mask = data.train[0]
+        assert image.shape == (3, 40, 48) and mask.shape == (40, 48)
+        pad = mask == 255
+        # the pad: ignored in the mask, the mean (0 here) in the image
+        assert torch.all(image[:, pad] == 0)
+        padded += bool(pad.any())
+        # Away from the blocks' edges (2 px: resampled masks take the nearest pixel by
+        # torchvision's and OpenCV's rule, which the bilinear image does not share)
+        # the mask says what the image shows.
+        red = image[:1][None]
+        high = torch.nn.functional.max_pool2d(red, 5, 1, 2)[0, 0]
+        low = -torch.nn.functional.max_pool2d(-red, 5, 1, 2)[0, 0]
+        clear = ~pad & ((high < 0.1) | (low > 0.9))
+        assert torch.equal(mask[clear], (image[0][clear] > 0.5).long())
+        # the blocks' width tells the scale: 8 px at 64 rows, so 8 * shorter / 64
+        scales += bool((~pad).all())
+    # shorter sides of 16-64 px: some crops need padding (under 40 rows), some do not
+    assert 0 < padded < 40 and scales > 0
+
+
+class Position(torch.nn.Module):
+    """Logits that say where in its input a pixel is: channel 0 the row within the
+    input, channel 1 the column, channel 2 the input's mean (its window's identity)."""
+
+    def forward(self, x):
+        n, _, h, w = x.shape
+        rows = torch.arange(h, dtype=torch.float32).view(1, 1, h, 1).expand(n, 1, h, w)
+        cols = torch.arange(w, dtype=torch.float32).view(1, 1, 1, w).expand(n, 1, h, w)
+        mean = x.mean(dim=(1, 2, 3), keepdim=True).expand(n, 1, h, w)
+        return torch.cat([rows, cols, mean], dim=1)
+
+
+def test_slide_averages_exactly_the_windows_that_cover_each_pixel():
+    from ftkit.engine.sliding import SlidingWindow
+
+    model = Position()
+    small = torch.rand(1, 3, 8, 6)
+    assert torch.equal(SlidingWindow(model, (8, 8))(small), model(small))  # one window
+    x = torch.rand(2, 3, 10, 16)
+    out = SlidingWindow(model, (8, 8))(x)  # stride ceil(16 / 3) = 6
+    # the windows by hand: rows [0, 8) and [2, 10); columns [0, 8), [6, 14), [8, 16)
+    windows = [(r, c) for r in ((0, 8), (2, 10)) for c in ((0, 8), (6, 14), (8, 16))]
+    for i in range(10):
+        for j in range(16):
+            covering = [(r, c) for r, c in windows if r[0] <= i < r[1] and c[0] <= j < c[1]]
+            rows = [i - r[0] for r, _ in covering]
+            cols = [j - c[0] for _, c in covering]
+            means = [x[:, :, r[0] : r[1], c[0] : c[1]].mean(dim=(1, 2, 3)) for r, c in covering]
+            assert out[0, 0, i, j] == pytest.approx(sum(rows) / len(rows))
+            assert out[0, 1, i, j] == pytest.approx(sum(cols) / len(cols))
+            assert out[:, 2, i, j] == pytest.approx(torch.stack(means).mean(0), rel=1e-5)
+
+
+def test_slide_needs_a_crop_and_a_crop_needs_a_folder(ftkit, tmp_path):
+    from conftest import one_line_error
+
+    slide = ftkit("plan", "--eval-mode", "slide")
+    assert "--eval-mode slide slides windows of the --crop size" in one_line_error(slide)
+    crop = ftkit("plan", "--crop", "32")
+    assert "--crop crops a data folder's images" in one_line_error(crop)
+    bad = ftkit("plan", "--crop", "0,3")
+    assert "--crop" in one_line_error(bad)

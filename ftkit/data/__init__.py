@@ -135,15 +135,17 @@ def load_data(
     mixup: float | None = None,
     cutmix: float | None = None,
     resize: str = "keep",
+    crop: tuple[int, int] | None = None,
 ) -> DataSplits:
     """Open ``builtin:NAME`` or a dataset folder as train/val splits.
 
-        ``augment``, ``mixup`` and ``cutmix`` are the options of the same names.
-        ``num_samples`` and ``seed`` shape built-in datasets; ``val_fraction`` splits
-        a folder that has no ``train/`` and ``val/``; ``resize`` is a folder's geometry
-    (see ``ftkit.data.folders``). ``num_classes`` (the user's
-        ``--num-classes``) may exceed the classes the data shows; for segmentation
-        folders it is also the bound every mask label is checked against.
+            ``augment``, ``mixup`` and ``cutmix`` are the options of the same names.
+            ``num_samples`` and ``seed`` shape built-in datasets; ``val_fraction`` splits
+            a folder that has no ``train/`` and ``val/``; ``resize`` is a folder's geometry
+        (see ``ftkit.data.folders``), ``crop`` its segmentation training crop.
+    ``num_classes`` (the user's
+            ``--num-classes``) may exceed the classes the data shows; for segmentation
+            folders it is also the bound every mask label is checked against.
     """
     if task not in TARGETS:
         raise unknown("task", task, TARGETS)
@@ -155,6 +157,8 @@ def load_data(
         raise UsageError(f"number of classes must be at least 1, got {num_classes}")
 
     if spec.startswith("builtin:"):
+        if crop is not None:
+            raise UsageError("--crop crops a data folder's images; built-in sets are made square")
         splits = _load_builtin(spec, task, registry, image_size, num_samples, seed)
         if num_classes is not None:
             splits = _widen(splits, num_classes, spec)
@@ -174,6 +178,7 @@ def load_data(
             val_fraction=val_fraction,
             num_classes=num_classes,
             resize=resize,
+            crop=crop,
         )
     return splits.with_transforms(augment=augment, mean=mean, std=std, mixup=mixup, cutmix=cutmix)
 

@@ -107,22 +107,31 @@ def load_folder(
     val_fraction: float = 0.2,
     num_classes: int | None = None,
     resize: str = "keep",
+    crop: tuple[int, int] | None = None,
 ) -> DataSplits:
+    """``crop``: segmentation training's ``--crop`` (with ``resize="keep"`` only)."""
     if not root.is_dir():
         raise UsageError(f"dataset '{root}' is not a folder; expected builtin:NAME or a folder")
     if not 0 < val_fraction < 1:
         raise UsageError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     if resize not in RESIZES:
         raise UsageError(f"--resize must be one of {', '.join(RESIZES)}, got '{resize}'")
+    if crop is not None and (task != "segmentation" or resize != "keep"):
+        raise UsageError(
+            "--crop is segmentation training's crop of images that keep their ratio; "
+            "classification crops with --augment crop(...), --resize squash does not crop"
+        )
     listed = _read_class_names(root)
     if task == "segmentation":
-        return _segmentation(root, listed, image_size, val_fraction, num_classes, resize)
+        return _segmentation(root, listed, image_size, val_fraction, num_classes, resize, crop)
     return _classification(root, listed, image_size, val_fraction, num_classes, resize)
 
 
-def _dataset(task: str, source: FolderSource, image_size: int) -> SampleDataset:
+def _dataset(
+    task: str, source: FolderSource, image_size: int, crop: tuple[int, int] | None
+) -> SampleDataset:
     base = None if source.squash_to is not None else image_size
-    return SampleDataset(source, task, base_size=base)
+    return SampleDataset(source, task, base_size=base, crop=crop)
 
 
 # --- segmentation -------------------------------------------------------------
@@ -135,6 +144,7 @@ def _segmentation(
     val_fraction: float,
     num_classes: int | None,
     resize: str,
+    crop: tuple[int, int] | None,
 ) -> DataSplits:
     default_names: list[str] = []
     if (root / "JPEGImages").is_dir() and (root / "SegmentationClass").is_dir():
@@ -216,6 +226,7 @@ def _segmentation(
             "segmentation",
             FolderSource([p[0] for p in pairs[s]], masks[s], sizes[s], squash_to),
             image_size,
+            crop,
         )
         for s in SPLITS
     )
@@ -388,6 +399,7 @@ def _classification(
                 squash_to,
             ),
             image_size,
+            None,
         )
         for s in SPLITS
     )

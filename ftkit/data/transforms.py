@@ -88,11 +88,31 @@ def build_transform(
     return v2.Compose(steps)
 
 
-def keep_ratio_geometry(task: str, base: int, augment: str, scoring: bool) -> list[v2.Transform]:
+# MMSegmentation's RandomResize ratio range: each training image at 0.5-2x the base.
+RATIO_RANGE = (0.5, 2.0)
+
+
+def keep_ratio_geometry(
+    task: str,
+    base: int,
+    augment: str,
+    scoring: bool,
+    crop: tuple[int, int] | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+) -> list[v2.Transform]:
     """The steps from an image of its own size to the model's (see the module doc)."""
     shorter = v2.Resize(base, antialias=True)  # masks resize nearest, always
     if scoring:
         return [shorter] if task == "segmentation" else [shorter, v2.CenterCrop(base)]
+    if crop is not None:  # --crop: MMSegmentation's RandomResize, then RandomCrop
+        low, high = (round(base * r) for r in RATIO_RANGE)
+        # in [0, 1] first, so the pad is the mean (0 once normalised) whatever the depth
+        fill = {tv_tensors.Image: list(mean), tv_tensors.Mask: IGNORE_INDEX}
+        return [
+            v2.RandomResize(low, high + 1, antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.RandomCrop(list(crop), pad_if_needed=True, fill=fill),
+        ]
     if any(name == "crop" for name, _ in parse(augment)):
         return []  # RandomResizedCrop takes its crop from the image as it is
     crop = v2.RandomCrop(base) if task == "segmentation" else v2.CenterCrop(base)
@@ -128,10 +148,12 @@ class SampleDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         std: Sequence[float] = IMAGENET_STD,
         base_size: int | None = None,
         scoring: bool = False,
+        crop: tuple[int, int] | None = None,
     ) -> None:
         """``base_size``: None when ``source`` yields the final size, else the
         shorter side images are brought to with their ratio kept. ``scoring``: the
-        items are scored, not trained on (a segmentation mask keeps its size)."""
+        items are scored, not trained on (a segmentation mask keeps its size).
+        ``crop``: ``--crop``, segmentation training's (height, width)."""
         try:
             augment = canonical(augment)
         except ValueError as exc:
@@ -147,6 +169,7 @@ class SampleDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.std = tuple(std)
         self.base_size = base_size
         self.scoring = scoring
+        self.crop = crop
         # By the size the augmentation sees, as a random crop needs it.
         self._transforms: dict[tuple[int, int], v2.Compose] = {}
 
@@ -156,8 +179,10 @@ class SampleDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def transform(self, size: tuple[int, int]) -> v2.Compose:
         geometry = None
         if self.base_size is not None:
-            size = (self.base_size, self.base_size)
-            geometry = keep_ratio_geometry(self.task, self.base_size, self.augment, self.scoring)
+            size = self.crop or (self.base_size, self.base_size)
+            geometry = keep_ratio_geometry(
+                self.task, self.base_size, self.augment, self.scoring, self.crop, self.mean
+            )
         if size not in self._transforms:
             self._transforms[size] = build_transform(
                 augment=self.augment, mean=self.mean, std=self.std, size=size, geometry=geometry
@@ -192,6 +217,8 @@ class SampleDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         # A random crop of a non-square image is random; of a square one it is all of it.
         sizes = getattr(self.source, "sizes", None) or []
         crops = self.base_size is not None and self.task == "segmentation"
+        if crops and self.crop is not None:
+            return False  # a random rescale
         return not crops or all(h == w for h, w in sizes)
 
     def with_transforms(
@@ -210,6 +237,7 @@ class SampleDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             std=std,
             base_size=self.base_size,
             scoring=scoring,
+            crop=self.crop,
         )
 
 

@@ -77,6 +77,7 @@ class Evaluator:
             metrics, _ = evaluate(
                 model, self.loader, self.loss_fn, self.task, self.prepared.num_classes,
                 self.device, amp=self.amp, tta=tta, on_batch=on_batch,
+                window=self.prepared.config.slide_window,
             )  # fmt: skip
         return metrics
 

@@ -23,6 +23,7 @@ from ftkit.engine.distributed import World
 from ftkit.engine.ema import Ema
 from ftkit.engine.guards import GradNormAlert, NonFinite
 from ftkit.engine.optim import set_lr
+from ftkit.engine.sliding import SlidingWindow
 from ftkit.errors import UsageError
 from ftkit.plan import Stage
 from ftkit.plan.schedule import lr_factor
@@ -79,6 +80,7 @@ class Loop:
     compile: bool = False
     anchors: dict[Any, torch.Tensor] = field(default_factory=dict)  # param -> start (L2-SP)
     ema: Ema | None = None  # --ema
+    window: tuple[int, int] | None = None  # --eval-mode slide: the window scored at a time
 
     def __post_init__(self) -> None:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
@@ -214,8 +216,9 @@ class Loop:
     ) -> tuple[dict[str, Any], list[Any]]:
         """``evaluate`` with this loop's model, device, precision and ranks."""
         return evaluate(
-            self.model, loader, loss_fn, task, num_classes, self.device, self.amp, self.world, keep
-        )
+            self.model, loader, loss_fn, task, num_classes, self.device, self.amp, self.world, keep,
+            window=self.window,
+        )  # fmt: skip
 
     def mean_loss(self, progress: EpochProgress) -> float:
         """The epoch's mean training loss over every rank."""
@@ -274,12 +277,15 @@ def evaluate(
     keep: int = 4,
     tta: str = "none",
     on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    window: tuple[int, int] | None = None,
 ) -> tuple[dict[str, Any], list[Any]]:
     """Validation loss and metrics, plus a few (image, target, prediction)
     samples for the loggers. Needs no optimizer: ``ftkit eval`` calls it too,
     with ``tta`` (see ``predict``) and ``on_batch(logits, target)`` to keep
-    the logits it scored (calibration)."""
+    the logits it scored (calibration), and ``window`` to score segmentation
+    by sliding windows of that size (``ftkit.engine.sliding``)."""
     model.eval()
+    net = SlidingWindow(model, window) if window else model
     metrics = task.make_metrics(num_classes, device)
     # loss summed over samples, and the sample count: summed over ranks at the end
     totals = torch.zeros(2, dtype=torch.float64, device=device)
@@ -287,7 +293,7 @@ def evaluate(
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(amp, device):
-            views = [at_mask_size(v, y) for v in predict(model, x, task, tta)]
+            views = [at_mask_size(v, y) for v in predict(net, x, task, tta)]
             logits = views[0] if len(views) == 1 else mean_softmax(views)
             # each view's own loss, averaged: right for any loss (a sigmoid-based
             # focal loss would misread the averaged log-probabilities)

@@ -134,6 +134,7 @@ class Session:
             world=world,
             channels_last=config.channels_last,
             compile=config.compile,
+            window=config.slide_window,
         )
         self.loop.anchors = anchors(self.model, self.plan.anchored, self.start_weights, device)
         if config.ema is not None:
