@@ -32,7 +32,8 @@ DATA_FINGERPRINT = "data_fingerprint"  # a config.toml key, written by to_toml
 # What `run --from RUN` takes from RUN's config.toml unless told: the same model on
 # the same data, split and scored the same way.
 FOLLOWED = (
-    "task", "model", "data", "num_classes", "image_size", "resize", "crop", "eval_mode",
+    "task", "model", "data", "num_classes", "image_size", "resize", "crop", "cat_max_ratio",
+    "eval_mode",
     "val_fraction", "normalize", "mean", "std",
 )  # fmt: skip
 
@@ -85,6 +86,10 @@ def _crop(text: str) -> str:
     if len(sides) not in (1, 2) or min(sides) < 1:
         raise ValueError(f"expected H,W or one side N of at least 1 pixel, got '{text}'")
     return ",".join(str(v) for v in (sides * 2 if len(sides) == 1 else sides))
+
+
+def _crop_ratio(v: float) -> str | None:
+    return None if 0 < v <= 1 else "must be in (0, 1]"
 
 
 def crop_size(text: str) -> tuple[int, int]:
@@ -168,6 +173,12 @@ class Config:
         "then a random crop, padded (image with the mean, mask with 255) where smaller "
         "[default: an --image-size square of the image at --image-size]",
         parse=_crop,
+    )
+    cat_max_ratio: float | None = opt(
+        None,
+        "with --crop, MMSegmentation's cat_max_ratio, e.g. 0.75: of up to 10 random crops, "
+        "the first where no class covers this share of the labelled pixels",
+        check=_crop_ratio,
     )
     eval_mode: str = opt(
         "whole",

@@ -421,6 +421,15 @@ def _channels(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(","))
 
 
+def train_crop(config: Config) -> Any:
+    """``--crop`` and ``--cat-max-ratio`` as the data's ``TrainCrop``, or None."""
+    from ftkit.data.transforms import TrainCrop
+
+    if config.cat_max_ratio is not None and not config.crop:
+        raise UsageError("--cat-max-ratio picks among random crops; give --crop")
+    return TrainCrop(crop_size(config.crop), config.cat_max_ratio) if config.crop else None
+
+
 def open_data(config: Config, plugins: Plugins, num_classes: int | None = None) -> DataSplits:
     from ftkit.data import load_data
 
@@ -440,7 +449,7 @@ def open_data(config: Config, plugins: Plugins, num_classes: int | None = None) 
         val_fraction=config.val_fraction,
         num_classes=num_classes,
         resize=config.resize,
-        crop=crop_size(config.crop) if config.crop else None,
+        crop=train_crop(config),
         mixup=config.mixup,
         cutmix=config.cutmix,
     )

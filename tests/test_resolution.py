@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from ftkit.data import load_data
+from ftkit.data.transforms import CatMaxRatio, TrainCrop
 from ftkit.registry import Registry
 
 # A model whose prediction is a rule on its input: class 1 where the red channel
@@ -262,7 +263,7 @@ def test_a_crop_trains_on_rescaled_images_padded_where_smaller(tmp_path):
         augment="none",
         mean=(0, 0, 0),
         std=(1, 1, 1),
-        crop=(40, 48),
+        crop=TrainCrop((40, 48)),
     )
     assert not data.train_is_deterministic
     padded = scales = 0
@@ -330,3 +331,20 @@ def test_slide_needs_a_crop_and_a_crop_needs_a_folder(ftkit, tmp_path):
     assert "--crop crops a data folder's images" in one_line_error(crop)
     bad = ftkit("plan", "--crop", "0,3")
     assert "--crop" in one_line_error(bad)
+    ratio = ftkit("plan", "--cat-max-ratio", "0.75")
+    assert "--cat-max-ratio picks among random crops; give --crop" in one_line_error(ratio)
+
+
+def test_cat_max_ratio_takes_the_first_crop_no_class_dominates():
+    masks = iter(
+        [
+            torch.tensor([[1, 1], [1, 255]]),  # one class only
+            torch.tensor([[1, 1], [1, 0]]),  # 75% class 1: not under 0.75
+            torch.tensor([[1, 1], [0, 0]]),  # 50%: taken
+            torch.tensor([[0, 0], [0, 0]]),
+        ]
+    )
+    pick = CatMaxRatio(lambda image, mask: (image, next(masks)), 0.75)
+    assert pick(None, None)[1].tolist() == [[1, 1], [0, 0]]
+    always = CatMaxRatio(lambda image, mask: (image, torch.zeros(2, 2)), 0.75, tries=3)
+    assert always(None, None)[1].tolist() == [[0, 0], [0, 0]]  # the last one drawn

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
     from ftkit.data.builtin import Dataset as BuiltinDataset
+    from ftkit.data.transforms import TrainCrop
     from ftkit.registry import Registry
 
 __all__ = ["DataSplits", "check_fingerprint", "fingerprint", "is_folder", "load_data"]
@@ -135,7 +136,7 @@ def load_data(
     mixup: float | None = None,
     cutmix: float | None = None,
     resize: str = "keep",
-    crop: tuple[int, int] | None = None,
+    crop: TrainCrop | None = None,
 ) -> DataSplits:
     """Open ``builtin:NAME`` or a dataset folder as train/val splits.
 

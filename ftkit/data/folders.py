@@ -48,7 +48,13 @@ import torch
 
 from ftkit.data import DataSplits
 from ftkit.data.images import check_image, decode, read_mask
-from ftkit.data.transforms import IGNORE_INDEX, SampleDataset, resize_image, resize_mask
+from ftkit.data.transforms import (
+    IGNORE_INDEX,
+    SampleDataset,
+    TrainCrop,
+    resize_image,
+    resize_mask,
+)
 from ftkit.errors import UsageError
 
 IMAGE_SUFFIXES = frozenset(
@@ -107,7 +113,7 @@ def load_folder(
     val_fraction: float = 0.2,
     num_classes: int | None = None,
     resize: str = "keep",
-    crop: tuple[int, int] | None = None,
+    crop: TrainCrop | None = None,
 ) -> DataSplits:
     """``crop``: segmentation training's ``--crop`` (with ``resize="keep"`` only)."""
     if not root.is_dir():
@@ -128,7 +134,7 @@ def load_folder(
 
 
 def _dataset(
-    task: str, source: FolderSource, image_size: int, crop: tuple[int, int] | None
+    task: str, source: FolderSource, image_size: int, crop: TrainCrop | None
 ) -> SampleDataset:
     base = None if source.squash_to is not None else image_size
     return SampleDataset(source, task, base_size=base, crop=crop)
@@ -144,7 +150,7 @@ def _segmentation(
     val_fraction: float,
     num_classes: int | None,
     resize: str,
-    crop: tuple[int, int] | None,
+    crop: TrainCrop | None,
 ) -> DataSplits:
     default_names: list[str] = []
     if (root / "JPEGImages").is_dir() and (root / "SegmentationClass").is_dir():

@@ -13,6 +13,7 @@ mask, which is never resized (``ftkit.engine.loop.evaluate``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -78,7 +79,7 @@ def build_transform(
     mean: Sequence[float],
     std: Sequence[float],
     size: tuple[int, int],
-    geometry: list[v2.Transform] | None = None,
+    geometry: list[Any] | None = None,
 ) -> v2.Compose:
     # ToDtype(dtype) and Normalize touch images only; masks keep their labels.
     # ToDtype scales integers to [0, 1] (uint8 by 255) and keeps floats as they are,
@@ -86,6 +87,33 @@ def build_transform(
     steps = [*(geometry or []), *augmentations(augment, size)]
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     return v2.Compose(steps)
+
+
+@dataclass(frozen=True)
+class TrainCrop:
+    """``--crop`` (height, width) and ``--cat-max-ratio``: segmentation training's crop."""
+
+    size: tuple[int, int]
+    cat_max_ratio: float | None = None
+
+
+class CatMaxRatio:
+    """MMSegmentation's ``RandomCrop(cat_max_ratio=...)``: up to ``tries`` random
+    crops, the first in which no class covers ``ratio`` or more of the labelled
+    pixels (255 aside), else the last one drawn."""
+
+    def __init__(self, crop: Any, ratio: float, tries: int = 10) -> None:
+        self.crop, self.ratio, self.tries = crop, ratio, tries
+
+    def __call__(self, image: Any, mask: Any) -> Any:
+        for _ in range(self.tries):
+            image_crop, mask_crop = self.crop(image, mask)
+            labels = mask_crop[mask_crop != IGNORE_INDEX]
+            counts = torch.bincount(labels.reshape(-1).long())
+            counts = counts[counts > 0]
+            if len(counts) > 1 and counts.max() < self.ratio * counts.sum():
+                break
+        return image_crop, mask_crop
 
 
 # MMSegmentation's RandomResize ratio range: each training image at 0.5-2x the base.
@@ -97,9 +125,9 @@ def keep_ratio_geometry(
     base: int,
     augment: str,
     scoring: bool,
-    crop: tuple[int, int] | None = None,
+    crop: TrainCrop | None = None,
     mean: Sequence[float] = IMAGENET_MEAN,
-) -> list[v2.Transform]:
+) -> list[Any]:
     """The steps from an image of its own size to the model's (see the module doc)."""
     shorter = v2.Resize(base, antialias=True)  # masks resize nearest, always
     if scoring:
@@ -108,10 +136,13 @@ def keep_ratio_geometry(
         low, high = (round(base * r) for r in RATIO_RANGE)
         # in [0, 1] first, so the pad is the mean (0 once normalised) whatever the depth
         fill = {tv_tensors.Image: list(mean), tv_tensors.Mask: IGNORE_INDEX}
+        cropper: Any = v2.RandomCrop(list(crop.size), pad_if_needed=True, fill=fill)
+        if crop.cat_max_ratio is not None:
+            cropper = CatMaxRatio(cropper, crop.cat_max_ratio)
         return [
             v2.RandomResize(low, high + 1, antialias=True),
             v2.ToDtype(torch.float32, scale=True),
-            v2.RandomCrop(list(crop), pad_if_needed=True, fill=fill),
+            cropper,
         ]
     if any(name == "crop" for name, _ in parse(augment)):
         return []  # RandomResizedCrop takes its crop from the image as it is
@@ -148,12 +179,12 @@ class SampleDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         std: Sequence[float] = IMAGENET_STD,
         base_size: int | None = None,
         scoring: bool = False,
-        crop: tuple[int, int] | None = None,
+        crop: TrainCrop | None = None,
     ) -> None:
         """``base_size``: None when ``source`` yields the final size, else the
         shorter side images are brought to with their ratio kept. ``scoring``: the
         items are scored, not trained on (a segmentation mask keeps its size).
-        ``crop``: ``--crop``, segmentation training's (height, width)."""
+        ``crop``: segmentation training's ``--crop`` and ``--cat-max-ratio``."""
         try:
             augment = canonical(augment)
         except ValueError as exc:
@@ -179,9 +210,14 @@ class SampleDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def transform(self, size: tuple[int, int]) -> v2.Compose:
         geometry = None
         if self.base_size is not None:
-            size = self.crop or (self.base_size, self.base_size)
+            size = self.crop.size if self.crop else (self.base_size, self.base_size)
             geometry = keep_ratio_geometry(
-                self.task, self.base_size, self.augment, self.scoring, self.crop, self.mean
+                self.task,
+                self.base_size,
+                self.augment,
+                self.scoring,
+                self.crop,
+                self.mean,
             )
         if size not in self._transforms:
             self._transforms[size] = build_transform(
