@@ -33,7 +33,7 @@ DATA_FINGERPRINT = "data_fingerprint"  # a config.toml key, written by to_toml
 # the same data, split and scored the same way.
 FOLLOWED = (
     "task", "model", "data", "num_classes", "image_size", "resize", "crop", "cat_max_ratio",
-    "eval_mode",
+    "crop_pct", "eval_mode",
     "val_fraction", "normalize", "mean", "std",
 )  # fmt: skip
 
@@ -178,6 +178,13 @@ class Config:
         None,
         "with --crop, MMSegmentation's cat_max_ratio, e.g. 0.75: of up to 10 random crops, "
         "the first where no class covers this share of the labelled pixels",
+        check=_crop_ratio,
+    )
+    crop_pct: float | None = opt(
+        None,
+        "classification: the share of the image (resized to --image-size / crop_pct on "
+        "its shorter side) kept by the centre crop [default: the pretrained weights' "
+        "(timm's crop_pct, torchvision's crop/resize), else 1; recorded]",
         check=_crop_ratio,
     )
     eval_mode: str = opt(

@@ -86,8 +86,10 @@ class Prepared:
                 f"geometry: shorter side to {n} px, ratio kept; trained on {trained}, "
                 f"scored {scored} at each mask's own size"
             )
+        pct = self.config.crop_pct or 1.0
         return (
-            f"geometry: shorter side to {n} px, ratio kept; the centre {n}x{n} or --augment's crop"
+            f"geometry: shorter side to {int(n / pct)} px, ratio kept; the centre {n}x{n} "
+            f"(crop_pct {pct:.3g}), or in training --augment's crop"
         )
 
     def data_line(self) -> str:
@@ -193,6 +195,9 @@ def prepare(config: Config, plugins: Plugins, *, load_weights: bool = True) -> P
     # Opened even when --num-classes is given: plan must refuse missing data as run does.
     data = open_data(config, plugins, config.num_classes)
     config, pre, normalize_notes = normalization(config, pre, data)
+    if config.crop_pct is None and task.targets == "classification":
+        # recorded, so a fine-tune --from this run and every eval crop the same
+        config = replace(config, crop_pct=(pre.crop_pct if config.weights else None) or 1.0)
     held_back = hold_back_added(config, data)
     num_classes = config.num_classes or data.num_classes
     if class_weights:
@@ -466,6 +471,7 @@ def model_data(prepared: Prepared) -> DataSplits:
         std=pre.std,
         mixup=config.mixup,
         cutmix=config.cutmix,
+        crop_pct=config.crop_pct or 1.0,
     )
 
 

@@ -348,3 +348,34 @@ def test_cat_max_ratio_takes_the_first_crop_no_class_dominates():
     assert pick(None, None)[1].tolist() == [[1, 1], [0, 0]]
     always = CatMaxRatio(lambda image, mask: (image, torch.zeros(2, 2)), 0.75, tries=3)
     assert always(None, None)[1].tolist() == [[0, 0], [0, 0]]  # the last one drawn
+
+
+def test_a_classifier_is_scored_on_the_centre_its_weights_were_trained_with(
+    tmp_path, mobilenet_file
+):
+    from ftkit.cli_options import make_config
+    from ftkit.plugins.manager import Plugins
+    from ftkit.prepare import model_data, prepare
+
+    framed = np.full((16, 16, 3), 255, np.uint8)
+    framed[4:12, 4:12] = 0  # a black centre in a white frame
+    for name in ("a", "b"):
+        for i in range(3):
+            (tmp_path / name).mkdir(exist_ok=True)
+            Image.fromarray(framed).save(tmp_path / name / f"{i}.png")
+    values = {
+        "task": "classification", "model": "tv:mobilenet_v2", "data": str(tmp_path),
+        "image_size": 8, "normalize": "none", "batch_size": 2,
+    }  # fmt: skip
+    plugins = Plugins(())
+    plain = prepare(make_config(None, (), (), values), plugins, load_weights=False)
+    assert plain.config.crop_pct == 1.0  # no pretrained weights: the whole image
+    image, _ = model_data(plain).val[0]
+    assert image.min() == 0 and image.max() == 1  # frame and centre, at 8 px
+    pretrained = {**values, "weights": str(mobilenet_file)}
+    weighted = prepare(make_config(None, (), (), pretrained), plugins, load_weights=False)
+    # a weights file counts as the DEFAULT weights': torchvision resizes to 232, crops 224
+    assert weighted.config.crop_pct == 224 / 232
+    half = prepare(make_config(None, (), (), {**values, "crop_pct": 0.5}), plugins)
+    image, _ = model_data(half).val[0]  # 16 px on the shorter side, its centre 8 x 8
+    assert image.shape == (3, 8, 8) and image.max() == 0

@@ -74,20 +74,24 @@ class DataSplits:
         std: Sequence[float],
         mixup: float | None = None,
         cutmix: float | None = None,
+        crop_pct: float = 1.0,
     ) -> DataSplits:
         """The same samples with ftkit's transforms: ``augment`` (see
         ``ftkit.data.augment``) on train, normalisation on both, and MixUp/CutMix
-        on training batches. Datasets from third-party plugins keep their own
-        transforms; their batches are mixed all the same."""
+        on training batches; ``crop_pct`` a classifier's centre crop. Datasets
+        from third-party plugins keep their own transforms; their batches are
+        mixed all the same."""
         from ftkit.data.augment import check_mixing
         from ftkit.data.transforms import MixCollate, SampleDataset
 
         check_mixing(self.task, mixup, cutmix)
         train, val = self.train, self.val
         if isinstance(train, SampleDataset):
-            train = train.with_transforms(augment=augment, mean=mean, std=std)
+            train = train.with_transforms(augment=augment, mean=mean, std=std, crop_pct=crop_pct)
         if isinstance(val, SampleDataset):
-            val = val.with_transforms(augment="none", mean=mean, std=std, scoring=True)
+            val = val.with_transforms(
+                augment="none", mean=mean, std=std, scoring=True, crop_pct=crop_pct
+            )
         # A dataset's own batching (a text task's dynamic padding) is kept.
         own = None if isinstance(self.collate, MixCollate) else self.collate
         if own is not None and (mixup or cutmix):
@@ -111,7 +115,11 @@ class DataSplits:
         train = self.train
         if isinstance(train, SampleDataset) and isinstance(self.val, SampleDataset):
             train = train.with_transforms(
-                augment="none", mean=self.val.mean, std=self.val.std, scoring=True
+                augment="none",
+                mean=self.val.mean,
+                std=self.val.std,
+                scoring=True,
+                crop_pct=self.val.crop_pct,
             )
         val = train if split == "train" else ConcatDataset([train, self.val])
         return replace(self, val=val)

@@ -127,11 +127,14 @@ def keep_ratio_geometry(
     scoring: bool,
     crop: TrainCrop | None = None,
     mean: Sequence[float] = IMAGENET_MEAN,
+    crop_pct: float = 1.0,
 ) -> list[Any]:
     """The steps from an image of its own size to the model's (see the module doc)."""
     shorter = v2.Resize(base, antialias=True)  # masks resize nearest, always
+    # timm's evaluation: the shorter side to base / crop_pct, the centre base square
+    centre = [v2.Resize(int(base / crop_pct), antialias=True), v2.CenterCrop(base)]
     if scoring:
-        return [shorter] if task == "segmentation" else [shorter, v2.CenterCrop(base)]
+        return [shorter] if task == "segmentation" else centre
     if crop is not None:  # --crop: MMSegmentation's RandomResize, then RandomCrop
         low, high = (round(base * r) for r in RATIO_RANGE)
         # in [0, 1] first, so the pad is the mean (0 once normalised) whatever the depth
@@ -146,8 +149,7 @@ def keep_ratio_geometry(
         ]
     if any(name == "crop" for name, _ in parse(augment)):
         return []  # RandomResizedCrop takes its crop from the image as it is
-    crop = v2.RandomCrop(base) if task == "segmentation" else v2.CenterCrop(base)
-    return [shorter, crop]
+    return [shorter, v2.RandomCrop(base)] if task == "segmentation" else centre
 
 
 class MixCollate:
@@ -180,11 +182,13 @@ class SampleDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         base_size: int | None = None,
         scoring: bool = False,
         crop: TrainCrop | None = None,
+        crop_pct: float = 1.0,
     ) -> None:
         """``base_size``: None when ``source`` yields the final size, else the
         shorter side images are brought to with their ratio kept. ``scoring``: the
         items are scored, not trained on (a segmentation mask keeps its size).
-        ``crop``: segmentation training's ``--crop`` and ``--cat-max-ratio``."""
+        ``crop``: segmentation training's ``--crop`` and ``--cat-max-ratio``;
+        ``crop_pct``: a classifier's centre crop (``--crop-pct``)."""
         try:
             augment = canonical(augment)
         except ValueError as exc:
@@ -201,6 +205,7 @@ class SampleDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.base_size = base_size
         self.scoring = scoring
         self.crop = crop
+        self.crop_pct = crop_pct
         # By the size the augmentation sees, as a random crop needs it.
         self._transforms: dict[tuple[int, int], v2.Compose] = {}
 
@@ -218,6 +223,7 @@ class SampleDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                 self.scoring,
                 self.crop,
                 self.mean,
+                self.crop_pct,
             )
         if size not in self._transforms:
             self._transforms[size] = build_transform(
@@ -264,6 +270,7 @@ class SampleDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         mean: Sequence[float],
         std: Sequence[float],
         scoring: bool = False,
+        crop_pct: float | None = None,
     ) -> SampleDataset:
         return SampleDataset(
             self.source,
@@ -274,6 +281,7 @@ class SampleDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             base_size=self.base_size,
             scoring=scoring,
             crop=self.crop,
+            crop_pct=self.crop_pct if crop_pct is None else crop_pct,
         )
 
 

@@ -24,6 +24,8 @@ class Preprocessing:
     std: tuple[float, ...] = IMAGENET_STD
     input_size: int | None = None
     source: str = "ImageNet statistics"
+    # the share of the resized image a classifier's evaluation keeps (timm's crop_pct)
+    crop_pct: float | None = None
 
 
 @dataclass(frozen=True)

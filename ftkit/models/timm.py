@@ -74,7 +74,9 @@ def preprocessing(name: str, tag: str | None) -> Preprocessing:
 
 def _preprocessing_of(cfg: Any, what: str) -> Preprocessing:
     size = cfg.input_size[-1] if cfg.input_size else None
-    return Preprocessing(tuple(cfg.mean), tuple(cfg.std), size, f"{what} pretrained_cfg")
+    return Preprocessing(
+        tuple(cfg.mean), tuple(cfg.std), size, f"{what} pretrained_cfg", crop_pct=cfg.crop_pct
+    )
 
 
 def convert(state: dict[str, Any], model: Any) -> dict[str, Any]:

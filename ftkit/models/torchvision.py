@@ -77,8 +77,13 @@ def preprocessing(name: str, tag: str | None) -> Preprocessing:
 def _preprocessing_of(member: Any, what: str) -> Preprocessing:
     transform = member.transforms()
     crop = getattr(transform, "crop_size", None)
+    resize = getattr(transform, "resize_size", None)
     return Preprocessing(
-        tuple(transform.mean), tuple(transform.std), int(crop[0]) if crop else None, what
+        tuple(transform.mean),
+        tuple(transform.std),
+        int(crop[0]) if crop else None,
+        what,
+        crop_pct=crop[0] / resize[0] if crop and resize else None,  # 224 of 256: 0.875
     )
 
 
