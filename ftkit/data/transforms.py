@@ -213,19 +213,20 @@ class SampleDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return len(self.source)
 
     def transform(self, size: tuple[int, int]) -> v2.Compose:
-        geometry = None
         if self.base_size is not None:
             size = self.crop.size if self.crop else (self.base_size, self.base_size)
-            geometry = keep_ratio_geometry(
-                self.task,
-                self.base_size,
-                self.augment,
-                self.scoring,
-                self.crop,
-                self.mean,
-                self.crop_pct,
-            )
         if size not in self._transforms:
+            geometry = None
+            if self.base_size is not None:
+                geometry = keep_ratio_geometry(
+                    self.task,
+                    self.base_size,
+                    self.augment,
+                    self.scoring,
+                    self.crop,
+                    self.mean,
+                    self.crop_pct,
+                )
             self._transforms[size] = build_transform(
                 augment=self.augment, mean=self.mean, std=self.std, size=size, geometry=geometry
             )
