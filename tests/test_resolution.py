@@ -134,18 +134,24 @@ def stripes(root: Path, stem: str, height: int, width: int, seed: int) -> None:
         Image.fromarray(array).save(root / folder / f"{stem}.png")
 
 
-def test_training_takes_square_crops_of_the_ratio_kept_image(tmp_path):
-    for i in range(6):
-        stripes(tmp_path, f"{i}", 64, 128, seed=i)  # 2:1
-    data = load_data(
-        str(tmp_path),
+def striped(root: Path, n: int, **options):
+    """``n`` 2:1 striped images and masks, opened at --image-size 32, pixels as stored."""
+    for i in range(n):
+        stripes(root, f"{i}", 64, 128, seed=i)
+    return load_data(
+        str(root),
         "segmentation",
         Registry("dataset"),
         image_size=32,
         augment="none",
         mean=(0, 0, 0),
         std=(1, 1, 1),
+        **options,
     )
+
+
+def test_training_takes_square_crops_of_the_ratio_kept_image(tmp_path):
+    data = striped(tmp_path, 6)
     assert not data.train_is_deterministic  # a random crop of a 2:1 image
     seen = set()
     for _ in range(8):
@@ -253,18 +259,7 @@ def test_data_ftkit_cannot_measure_falls_back_to_the_weights_statistics_under_au
 
 
 def test_a_crop_trains_on_rescaled_images_padded_where_smaller(tmp_path):
-    for i in range(4):
-        stripes(tmp_path, f"{i}", 64, 128, seed=i)  # 2:1
-    data = load_data(
-        str(tmp_path),
-        "segmentation",
-        Registry("dataset"),
-        image_size=32,
-        augment="none",
-        mean=(0, 0, 0),
-        std=(1, 1, 1),
-        crop=TrainCrop((40, 48)),
-    )
+    data = striped(tmp_path, 4, crop=TrainCrop((40, 48)))
     assert not data.train_is_deterministic
     padded = scales = 0
     torch.manual_seed(0)
