@@ -88,7 +88,7 @@ def _crop(text: str) -> str:
     return ",".join(str(v) for v in (sides * 2 if len(sides) == 1 else sides))
 
 
-def _crop_ratio(v: float) -> str | None:
+def _share(v: float) -> str | None:
     return None if 0 < v <= 1 else "must be in (0, 1]"
 
 
@@ -178,14 +178,14 @@ class Config:
         None,
         "with --crop, MMSegmentation's cat_max_ratio, e.g. 0.75: of up to 10 random crops, "
         "the first where no class covers this share of the labelled pixels",
-        check=_crop_ratio,
+        check=_share,
     )
     crop_pct: float | None = opt(
         None,
         "classification: the share of the image (resized to --image-size / crop_pct on "
         "its shorter side) kept by the centre crop [default: the pretrained weights' "
         "(timm's crop_pct, torchvision's crop/resize), else 1; recorded]",
-        check=_crop_ratio,
+        check=_share,
     )
     eval_mode: str = opt(
         "whole",

@@ -385,7 +385,7 @@ def normalization(
         start = "pretrained weights" if mode == "weights" else "no pretrained weights"
         why = f" (--normalize auto: {start})"
     if config.mean is not None and config.std is not None:
-        mean, std = _channels(config.mean), _channels(config.std)
+        mean, std = _floats(config.mean), _floats(config.std)
         if any(v <= 0 for v in std):
             raise UsageError(f"--std {config.std}: every channel's std must be above 0")
         told = "the training split's, as recorded" if mode == "dataset" else "--mean and --std"
@@ -418,11 +418,11 @@ def normalization(
         std=",".join(f"{v:.6g}" for v in std),
     )  # fmt: skip
     # the recorded (rounded) figures, so this run and every later command agree exactly
-    mean, std = _channels(config.mean or ""), _channels(config.std or "")
+    mean, std = _floats(config.mean or ""), _floats(config.std or "")
     return config, replace(pre, mean=mean, std=std, source="the training split's own" + why), []
 
 
-def _channels(text: str) -> tuple[float, ...]:
+def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(","))
 
 

@@ -148,13 +148,13 @@ def load_data(
 ) -> DataSplits:
     """Open ``builtin:NAME`` or a dataset folder as train/val splits.
 
-            ``augment``, ``mixup`` and ``cutmix`` are the options of the same names.
-            ``num_samples`` and ``seed`` shape built-in datasets; ``val_fraction`` splits
-            a folder that has no ``train/`` and ``val/``; ``resize`` is a folder's geometry
-        (see ``ftkit.data.folders``), ``crop`` its segmentation training crop.
-    ``num_classes`` (the user's
-            ``--num-classes``) may exceed the classes the data shows; for segmentation
-            folders it is also the bound every mask label is checked against.
+    ``augment``, ``mixup`` and ``cutmix`` are the options of the same names.
+    ``num_samples`` and ``seed`` shape built-in datasets; ``val_fraction`` splits
+    a folder that has no ``train/`` and ``val/``; ``resize`` is a folder's geometry
+    (see ``ftkit.data.folders``), ``crop`` its segmentation training crop.
+    ``num_classes`` (the user's ``--num-classes``) may exceed the classes the data
+    shows; for segmentation folders it is also the bound every mask label is
+    checked against.
     """
     if task not in TARGETS:
         raise unknown("task", task, TARGETS)
