@@ -12,7 +12,7 @@ feature extraction; if that is not enough, unfreeze only the last stage
 ("layer4"); from 5,000 images on, fine-tune everything with discriminative
 LRs; a very different domain calls for gradual unfreezing and strong
 augmentation. Between 1,000 and 5,000 images ftkit takes the flow's second
-step. The similarity is measured (``ftkit.engine.probe``): the domain counts
+step. The similarity is measured (``ftkit.commands.probe``): the domain counts
 as near when the pretrained features remove at least half of the random
 features' linear-probe error. The LRs and epochs come from the seeds' tables,
 each advice naming its row. This module is the table; it imports no torch.
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ftkit.plan.report import fmt_lr
+from ftkit.plan.units import fmt_lr
 
 SMALL = 1000  # seed 001: "under 1,000 images and a similar domain: feature extraction"
 LARGE = 5000  # seed 001: "5,000 images or more: full fine-tuning with discriminative LRs"

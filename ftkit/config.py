@@ -20,8 +20,8 @@ from typing import Any
 
 import tomllib
 
-from ftkit.data import augment as augment_spec
-from ftkit.data import is_folder
+import ftkit.data.augment as augment_spec
+from ftkit.data.load import is_folder
 from ftkit.errors import UsageError
 from ftkit.plan.options import Option, non_negative, positive
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ftkit.errors import UsageError, did_you_mean, unknown
-from ftkit.plugins.hookspecs import hookimpl
+from ftkit.hooks import hookimpl
 
 LossFn = Callable[[Any, Any], Any]
 

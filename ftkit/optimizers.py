@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ftkit.plugins.hookspecs import hookimpl
+from ftkit.hooks import hookimpl
 from ftkit.registry import Fallback
 
 

@@ -8,18 +8,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftkit.config import DEFAULT_IMAGE_SIZE, DEFAULT_MODELS, Config, crop_size
-from ftkit.data import is_folder
+from ftkit.data.load import is_folder
 from ftkit.errors import UsageError
 from ftkit.models.family import Preprocessing
-from ftkit.plan import Plan, make_plan
 from ftkit.plan.anatomy import Anatomy, anatomy_of
+from ftkit.plan.build import make_plan
 from ftkit.plan.options import resolve_options
+from ftkit.plan.stages import Plan
 from ftkit.plan.strategy import PlanRequest, Strategy
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from ftkit.data import DataSplits
+    from ftkit.data.splits import DataSplits
     from ftkit.models.weights import LoadReport
     from ftkit.plugins.manager import Plugins
 
@@ -174,7 +175,7 @@ def resolve_strategy(
 def prepare(config: Config, plugins: Plugins, *, load_weights: bool = True) -> Prepared:
     """``load_weights=False`` skips ``--weights``/``--from`` (a resume or an
     evaluation loads its own); the plan is the same either way."""
-    from ftkit.models import build_model, load_start_weights, preprocessing
+    from ftkit.resolve import build_model, load_start_weights, preprocessing
 
     task = plugins.tasks.get(config.task)
     if config.model is None and config.task not in DEFAULT_MODELS:
@@ -336,8 +337,8 @@ def prepare_run(config: Config, plugins: Plugins, *, load_weights: bool = True) 
     """``prepare`` and every check ``ftkit run`` makes before training: ``ftkit plan``
     takes this path too, so it refuses whatever ``run`` would refuse."""
     from ftkit.config import check_output_dir
-    from ftkit.engine.distributed import pick_device
     from ftkit.errors import unknown
+    from ftkit.resolve import pick_device
 
     if config.out:
         check_output_dir(config.out, "--out")
@@ -436,7 +437,7 @@ def train_crop(config: Config) -> Any:
 
 
 def open_data(config: Config, plugins: Plugins, num_classes: int | None = None) -> DataSplits:
-    from ftkit.data import load_data
+    from ftkit.data.load import load_data
 
     task = plugins.tasks.get(config.task)
     if task.load_data is not None:  # a task that reads its own data (text, ...)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ftkit.plugins.hookspecs import hookimpl
+from ftkit.hooks import hookimpl
 
 # What a label is: one class per pixel, or one class per image. Data, model
 # families and losses exist for these two; a plugin's task reuses one of them.

@@ -11,7 +11,7 @@ import torch
 from conftest import one_line_error
 
 from ftkit.advise import GUIDE, NEAR, SCRATCH, advise, alternative, size_of, strategy_words
-from ftkit.engine.probe import ProbeScores, balanced_accuracy, fit_probe, image_label
+from ftkit.commands.probe import ProbeScores, balanced_accuracy, fit_probe, image_label
 
 TINY = ["--task", "classification", "--image-size", "32", "--num-samples", "48", "--device", "cpu"]
 

@@ -12,10 +12,10 @@ from conftest import one_line_error
 
 from ftkit.config import Config
 from ftkit.errors import UsageError, unknown
-from ftkit.models import build_model
 from ftkit.plan.anatomy import anatomy_of
 from ftkit.plugins.manager import Plugins
 from ftkit.prepare import prepare
+from ftkit.resolve import build_model
 
 PLUGINS = Plugins()
 
@@ -247,7 +247,7 @@ def test_unknown_name_in_a_long_list_shows_the_closest():
 
 
 def test_plan_table_fits_long_group_names():
-    from ftkit.plan.report import plan_table
+    from ftkit.plan_report import plan_table
 
     prepared = plan_for("smp:dpt:tu-vit_tiny_patch16_224", "llrd")
     table = plan_table(prepared.plan, prepared.anatomy, prepared.config)
@@ -261,7 +261,7 @@ def test_plan_table_fits_long_group_names():
 
 
 def test_plot_legend_is_outside_and_colours_are_distinct():
-    from ftkit.plan.report import plan_figure
+    from ftkit.plan_report import plan_figure
 
     prepared = plan_for("timm:efficientnet_b0", "llrd")
     fig = plan_figure(prepared.plan, steps_per_epoch=2)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from conftest import one_line_error
 
-from ftkit.cli import make_config
 from ftkit.config import build_config, load_file
+from ftkit.configure import make_config
 from ftkit.errors import UsageError
 
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 from conftest import RUN_FILES, one_line_error
 
-from ftkit.engine.guards import EarlyStopping, GradNormAlert, NonFinite
-from ftkit.engine.loop import Loop, NonFiniteStop
-from ftkit.engine.optim import apply_stage, make_optimizer
+from ftkit.engine.stoppers import EarlyStopping
+from ftkit.engine.train.guards import GradNormAlert, NonFinite
+from ftkit.engine.train.loop import Loop, NonFiniteStop
+from ftkit.engine.train.staging import apply_stage, make_optimizer
 from ftkit.optimizers import Optimizer, adamw
 from ftkit.plan import ParamGroup, Stage
 
@@ -171,16 +172,8 @@ def test_persistent_nan_stops_with_exit_3(ftkit, tmp_path):
 def tiny_loop(loss_fn, limit=5):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 3))
-    stage = Stage(
-        "all",
-        1,
-        "ce",
-        "constant",
-        0.0,
-        (ParamGroup("all", 0.1, 0.0, ("0.weight", "0.bias"), 15, "train"),),
-        (),
-        "eval",
-    )
+    group = ParamGroup("all", ("0.weight", "0.bias"), 0.1, num_params=15, bn_mode="train")
+    stage = Stage("all", 1, (group,), loss="ce", schedule="constant", bn_mode="eval")
     optimizer = make_optimizer(Optimizer("adamw", adamw), model)
     apply_stage(model, optimizer, stage)
     loop = Loop(model, optimizer, torch.device("cpu"), nonfinite=NonFinite(limit))
@@ -253,7 +246,7 @@ def test_early_stopping():
     [("eval", True, False), ("train", True, True), ("frozen", False, False)],
 )
 def test_bn_modes(mode, trained_bn_trains, frozen_bn_trains):
-    from ftkit.engine.optim import set_train_mode
+    from ftkit.engine.train.staging import set_train_mode
 
     model = torch.nn.Sequential(
         torch.nn.Conv2d(3, 4, 1),
@@ -261,15 +254,15 @@ def test_bn_modes(mode, trained_bn_trains, frozen_bn_trains):
         torch.nn.Conv2d(4, 2, 1),
         torch.nn.BatchNorm2d(2),
     )
+    head = ("2.weight", "2.bias", "3.weight", "3.bias")
     stage = Stage(
         "s",
         1,
-        "ce",
-        "constant",
-        0.0,
-        (ParamGroup("head", 0.1, 0.0, ("2.weight", "2.bias", "3.weight", "3.bias"), 14, "train"),),
-        ("0.weight", "0.bias", "1.weight", "1.bias"),
-        mode,
+        (ParamGroup("head", head, 0.1, num_params=14, bn_mode="train"),),
+        loss="ce",
+        schedule="constant",
+        frozen=("0.weight", "0.bias", "1.weight", "1.bias"),
+        bn_mode=mode,
     )
     set_train_mode(model, stage)
     assert (model[3].training, model[1].training) == (trained_bn_trains, frozen_bn_trains)

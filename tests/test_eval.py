@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from conftest import one_line_error, read_jsonl
 
-from ftkit.engine.calibration import calibrated, ece, fit_temperature, nll
-from ftkit.engine.loop import evaluate
+from ftkit.commands.calibration import calibrated, ece, fit_temperature, nll
+from ftkit.engine.train.loop import evaluate
 from ftkit.metrics import ClassificationMetrics
 from ftkit.tasks import ftkit_register_tasks
 
@@ -180,7 +180,7 @@ def test_tta_flip_scores_the_mean_softmax_of_a_classifier():
 
 
 def test_tta_flip_refuses_what_is_not_an_image_batch():
-    from ftkit.engine.loop import predict
+    from ftkit.engine.train.loop import predict
     from ftkit.errors import UsageError
 
     tokens = torch.tensor([[101, 2023, 102, 0]])  # a text task's batch: ids, not pixels
@@ -293,8 +293,8 @@ def test_calibrate_stores_the_temperature_and_eval_applies_it(ftkit, cls_run, tm
 
 
 def _evaluate(run, checkpoint, **options):
-    from ftkit.cli_options import make_config
-    from ftkit.engine.evaluate import evaluate_checkpoint
+    from ftkit.commands.evaluate import evaluate_checkpoint
+    from ftkit.configure import make_config
     from ftkit.plugins.manager import Plugins
 
     config = make_config(str(run / "config.toml"), (), (), {})

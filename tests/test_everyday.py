@@ -13,8 +13,9 @@ from conftest import one_line_error
 from segmentation_models_pytorch.losses import DiceLoss, TverskyLoss
 
 from ftkit.config import Config, build_config, load_file, option_fields
-from ftkit.engine.guards import EarlyStopping, GradNormAlert
+from ftkit.engine.stoppers import EarlyStopping
 from ftkit.engine.summary import rare_classes
+from ftkit.engine.train.guards import GradNormAlert
 from ftkit.errors import UsageError
 from ftkit.losses import build_loss
 
@@ -278,7 +279,7 @@ def test_grad_norm_alert_with_clipping_says_the_norm_is_before_clipping():
 
 
 def test_resume_diff_shows_the_default_model_not_none(tmp_path):
-    from ftkit.engine.resume import open_resume
+    from ftkit.engine.rundir.resume import open_resume
 
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.pt").write_bytes(b"")
@@ -342,7 +343,7 @@ NULL_RECORD = {"epoch": 1, "train_loss": None, "val_iou_per_class": [0.5, None]}
 
 
 def test_metrics_rows_write_null_for_nan(tmp_path):
-    from ftkit.engine.rundir import append_jsonl
+    from ftkit.engine.rundir.layout import append_jsonl
 
     append_jsonl(tmp_path / "m.jsonl", NAN_RECORD)
     assert strict_json((tmp_path / "m.jsonl").read_text()) == NULL_RECORD
@@ -351,10 +352,10 @@ def test_metrics_rows_write_null_for_nan(tmp_path):
 def test_eval_json_writes_null_for_nan(monkeypatch):
     from click.testing import CliRunner
 
-    import ftkit.engine.evaluate
+    import ftkit.commands.evaluate
     from ftkit.cli import cli
 
-    monkeypatch.setattr(ftkit.engine.evaluate, "evaluate_checkpoint", lambda *a: NAN_RECORD)
+    monkeypatch.setattr(ftkit.commands.evaluate, "evaluate_checkpoint", lambda *a: NAN_RECORD)
     result = CliRunner().invoke(cli, ["eval", "--checkpoint", "x.safetensors", "--json"])
     assert result.exit_code == 0, result.output
     assert strict_json(result.output) == NULL_RECORD
@@ -379,13 +380,13 @@ def test_eval_help_shows_only_what_eval_uses(ftkit):
 
 
 def test_progress_counts_every_batch_under_accumulation():
-    from ftkit.engine.loop import Loop
+    from ftkit.engine.train.loop import Loop
     from ftkit.plan import Stage
 
     model = torch.nn.Conv2d(3, 2, 1)
     optimizer = torch.optim.SGD([{"params": model.parameters(), "lr": 0.1, "initial_lr": 0.1}])
     loop = Loop(model, optimizer, torch.device("cpu"), 3)
-    stage = Stage("all", 1, "ce", "constant", 0.0, (), (), "train")
+    stage = Stage("all", 1, (), loss="ce", bn_mode="train")
     batches = [(torch.randn(2, 3, 4, 4), torch.randint(0, 2, (2, 4, 4))) for _ in range(6)]
     seen: list[int] = []
     loss = torch.nn.functional.cross_entropy

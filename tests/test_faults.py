@@ -21,7 +21,7 @@ import pytest
 import torch
 from conftest import one_line_error
 
-from ftkit.engine import checkpoint as ckpt
+import ftkit.checkpoint as ckpt
 
 FAULTS = """
 import errno, os, signal

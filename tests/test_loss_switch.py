@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import one_line_error
 
-from ftkit.engine.guards import BaselineGuard
+from ftkit.engine.stoppers import BaselineGuard
 
 SMALL = [
     "--image-size",

@@ -13,12 +13,12 @@ import torch
 from conftest import one_line_error
 from torch import nn
 
+from ftkit.commands.lr_find import RULES, Sweep, find_lr, grid, lowest, steepest, sweep, valley
 from ftkit.config import build_config
-from ftkit.engine.loop import Loop
-from ftkit.engine.lr_find import RULES, Sweep, find_lr, grid, lowest, steepest, sweep, valley
-from ftkit.engine.optim import apply_stage, make_optimizer, set_train_mode
+from ftkit.engine.train.loop import Loop
+from ftkit.engine.train.staging import apply_stage, make_optimizer, set_train_mode
 from ftkit.plan import ParamGroup, Stage
-from ftkit.plan.report import fmt_lr
+from ftkit.plan.units import fmt_lr
 from ftkit.plugins.manager import Plugins
 
 TINY = ["--task", "classification", "--image-size", "32", "--num-samples", "32",
@@ -66,10 +66,11 @@ def _stage(model: nn.Module, lr: float) -> Stage:
     body = tuple(n for n in names if n.startswith("body."))
     head = tuple(n for n in names if n.startswith("head."))
     groups = (
-        ParamGroup("body", lr / 10, 0.01, body, 0, "train"),
-        ParamGroup("head", lr, 0.01, head, 0, "train"),
+        ParamGroup("body", body, lr / 10, weight_decay=0.01),
+        ParamGroup("head", head, lr, weight_decay=0.01),
     )
-    return Stage("s", 1, "ce", "constant", 0.0, groups, ("frozen.weight", "frozen.bias"), "train")
+    frozen = ("frozen.weight", "frozen.bias")
+    return Stage("s", 1, groups, loss="ce", frozen=frozen, bn_mode="train")
 
 
 def _batches():
@@ -231,7 +232,7 @@ def test_the_sweep_plot_keeps_the_loss_axis_above_zero_and_tells_the_rules_apart
 
     import matplotlib.figure
 
-    from ftkit.engine.lr_find import Finding, Sweep, plot_sweep
+    from ftkit.commands.lr_find import Finding, Sweep, plot_sweep
 
     drawn = []
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: drawn.append(fig))

@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import one_line_error
 
-from ftkit.engine import checkpoint as ckpt
+import ftkit.checkpoint as ckpt
 
 # A small U-Net keeps checkpoints light; an epoch still takes a second or two.
 RUN = [

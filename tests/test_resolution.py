@@ -179,7 +179,7 @@ def grey_folder(root: Path, levels: dict[str, list[int]]) -> Path:
 
 
 def test_normalize_dataset_is_measured_on_training_images_and_reused(tmp_path):
-    from ftkit.cli_options import make_config
+    from ftkit.configure import make_config
     from ftkit.plugins.manager import Plugins
     from ftkit.prepare import prepare
 
@@ -213,7 +213,7 @@ def test_normalize_dataset_is_measured_on_training_images_and_reused(tmp_path):
 
 
 def test_images_far_from_the_weights_statistics_get_a_plan_warning(tmp_path, mobilenet_file):
-    from ftkit.cli_options import make_config
+    from ftkit.configure import make_config
     from ftkit.plugins.manager import Plugins
     from ftkit.prepare import prepare
 
@@ -297,7 +297,7 @@ class Position(torch.nn.Module):
 
 
 def test_slide_averages_exactly_the_windows_that_cover_each_pixel():
-    from ftkit.engine.sliding import SlidingWindow
+    from ftkit.engine.train.sliding import SlidingWindow
 
     model = Position()
     small = torch.rand(1, 3, 8, 6)
@@ -348,7 +348,7 @@ def test_cat_max_ratio_takes_the_first_crop_no_class_dominates():
 def test_a_classifier_is_scored_on_the_centre_its_weights_were_trained_with(
     tmp_path, mobilenet_file
 ):
-    from ftkit.cli_options import make_config
+    from ftkit.configure import make_config
     from ftkit.plugins.manager import Plugins
     from ftkit.prepare import model_data, prepare
 

@@ -17,7 +17,7 @@ import torch
 from conftest import one_line_error
 from PIL import Image
 
-from ftkit.cli_options import make_config
+from ftkit.configure import make_config
 from ftkit.data.folders import load_folder, split_key
 from ftkit.errors import UsageError
 from ftkit.plugins.manager import Plugins
@@ -248,8 +248,8 @@ def test_a_fine_tune_follows_its_baseline_and_never_validates_on_its_training_im
 
 
 def test_a_temperature_for_noise_is_bounded_warned_and_not_stored(tmp_path):
-    from ftkit.engine.calibration import T_RANGE, fit_temperature
-    from ftkit.engine.evaluate import CALIBRATION, _temperature
+    from ftkit.commands.calibration import T_RANGE, fit_temperature
+    from ftkit.commands.evaluate import CALIBRATION, _temperature
 
     generator = torch.Generator().manual_seed(0)
     logits = 5 * torch.randn(300, 3, generator=generator)  # confident, and unrelated to...

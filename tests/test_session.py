@@ -12,7 +12,7 @@ from conftest import read_jsonl, torchrun
 
 from ftkit.config import Config
 from ftkit.engine.console import Console
-from ftkit.engine.resume import open_resume
+from ftkit.engine.rundir.resume import open_resume
 from ftkit.plan import steps_per_epoch
 
 # A toy model keeps each run to seconds. On request, the plugin interrupts its
@@ -40,7 +40,7 @@ def ftkit_epoch_end(run, record):
     if record["epoch"] == 3 and how == "stop":
         run.request_stop("enough")
     if os.environ.get("LAST_LOG"):  # the epoch `last` holds (it is written after this hook)
-        from ftkit.engine.checkpoint import load_state
+        from ftkit.checkpoint import load_state
         last = run.dir / "checkpoints" / "last.pt"
         epoch = load_state(last)["run"]["epoch"] if last.exists() else None
         with open(os.environ["LAST_LOG"], "a") as fh:
@@ -127,7 +127,7 @@ def test_run_end_hears_how_the_run_ended(ftkit, tmp_path, how, code, reason):
 def test_save_every_writes_last_every_n_epochs_and_when_the_run_stops(
     ftkit, tmp_path, how, held, final
 ):
-    from ftkit.engine.checkpoint import load_state
+    from ftkit.checkpoint import load_state
 
     (tmp_path / "ender.py").write_text(PLUGIN)
     log = tmp_path / "last.jsonl"
@@ -155,16 +155,16 @@ def test_steps_per_epoch_counts_optimizer_steps():
 
 
 def test_plan_plot_draws_the_steps_that_training_takes(tmp_path, monkeypatch):
-    import ftkit.plan.report
+    import ftkit.plan_report
     from ftkit.cli import main
 
     drawn: list[int] = []
 
     def plot_plan(plan, steps, path):
-        figure = ftkit.plan.report.plan_figure(plan, steps)
+        figure = ftkit.plan_report.plan_figure(plan, steps)
         drawn.append(max(len(line.get_xdata()) for line in figure.axes[0].get_lines()))
 
-    monkeypatch.setattr(ftkit.plan.report, "plot_plan", plot_plan)
+    monkeypatch.setattr(ftkit.plan_report, "plot_plan", plot_plan)
     monkeypatch.chdir(tmp_path)
     args = ["plan", "--epochs", "2", "--strategy", "full", *TINY, "--num-samples", "64"]
     main([*args, "--plot", "one.png"])

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import one_line_error, read_jsonl
 
-from ftkit.engine.drift import relative_change
+from ftkit.engine.train.drift import relative_change
 
 TINY = ["--image-size", "32", "--num-samples", "16", "--batch-size", "4", "--epochs", "2"]
 SEG = ["--model", "smp:unet:tu-mobilenetv3_small_050"]
@@ -305,7 +305,7 @@ def test_diff_against_weights_of_another_shape_is_one_line(ftkit, freeze_run, tm
 
 
 def test_a_running_mean_near_zero_is_measured_against_its_spread():
-    from ftkit.engine.drift import stat_change
+    from ftkit.engine.train.drift import stat_change
 
     start = {"bn.running_mean": torch.full((4,), 1e-9), "bn.running_var": torch.ones(4)}
     now = {"bn.running_mean": torch.full((4,), 2e-9), "bn.running_var": torch.full((4,), 1.21)}
@@ -317,7 +317,7 @@ def test_a_running_mean_near_zero_is_measured_against_its_spread():
 def test_the_interpolation_plot_names_its_axes(tmp_path, monkeypatch):
     import matplotlib.figure
 
-    from ftkit.engine.weight_space import plot_interpolation
+    from ftkit.commands.weight_space import plot_interpolation
 
     drawn = []
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: drawn.append(fig))

@@ -38,11 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ftkit import hookimpl  # noqa: E402
 from ftkit.config import Config  # noqa: E402
 from ftkit.data import load_data  # noqa: E402
-from ftkit.engine.distributed import EpochSampler  # noqa: E402
 from ftkit.engine.run import start  # noqa: E402
+from ftkit.engine.train.distributed import EpochSampler  # noqa: E402
 from ftkit.metrics import SegmentationMetrics  # noqa: E402
-from ftkit.models import build_model  # noqa: E402
 from ftkit.plugins.manager import Plugins  # noqa: E402
+from ftkit.resolve import build_model  # noqa: E402
 
 # An optional extra (`bench`): without it the Lightning reference is skipped.
 HAVE_LIGHTNING = importlib.util.find_spec("lightning") is not None

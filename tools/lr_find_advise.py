@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import realdata  # noqa: E402
 from bench_strategies import table, update_doc  # noqa: E402
 
-from ftkit.plan.report import fmt_lr as fmt  # noqa: E402
+from ftkit.plan.units import fmt_lr as fmt  # noqa: E402
 
 BEGIN, END = "<!-- choose:begin -->", "<!-- choose:end -->"
 EPOCHS = 5

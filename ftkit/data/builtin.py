@@ -9,10 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ftkit.plugins.hookspecs import hookimpl
+from ftkit.hooks import hookimpl
 
 if TYPE_CHECKING:
-    from ftkit.data import DataSplits
+    from ftkit.data.splits import DataSplits
 
 
 @dataclass(frozen=True)

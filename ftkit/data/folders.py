@@ -46,8 +46,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from ftkit.data import DataSplits
 from ftkit.data.images import check_image, decode, read_mask
+from ftkit.data.splits import DataSplits
 from ftkit.data.transforms import (
     IGNORE_INDEX,
     SampleDataset,

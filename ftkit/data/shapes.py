@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ftkit.data import DataSplits
+from ftkit.data.splits import DataSplits
 from ftkit.data.transforms import IGNORE_INDEX, SampleDataset
 from ftkit.errors import UsageError, unknown
 

@@ -7,7 +7,7 @@ as MMSegmentation and timm do, the aspect ratio is kept: the shorter side is
 resized to ``base_size``; training takes a random ``base_size`` square of it
 (segmentation) or its centre (classification), unless ``--augment`` crops; a
 segmentation image is scored whole, its logits resized back to its original
-mask, which is never resized (``ftkit.engine.loop.evaluate``).
+mask, which is never resized (``ftkit.engine.train.loop.evaluate``).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from ftkit.data import IMAGENET_MEAN, IMAGENET_STD
 from ftkit.data.augment import canonical, parse, segmentation_problem
+from ftkit.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ftkit.errors import UsageError
 
 IGNORE_INDEX = 255

@@ -10,13 +10,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ftkit.plan.report import fmt_lr
-from ftkit.plugins.manager import hookimpl
+from ftkit.hooks import hookimpl
+from ftkit.plan.units import fmt_lr
 
 if TYPE_CHECKING:
-    from ftkit.engine.lifecycle import Run
-    from ftkit.engine.record import EpochRecord, Summary
-    from ftkit.plan import Stage
+    from ftkit.plan.stages import Stage
+    from ftkit.plugins.records import EpochRecord, Summary
+    from ftkit.plugins.run import Run
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,15 @@ the exit code."""
 from __future__ import annotations
 
 from ftkit.config import Config
-from ftkit.engine import distributed, lock, rundir
 from ftkit.engine.console import Console
-from ftkit.engine.lifecycle import Run
-from ftkit.engine.resume import open_resume
+from ftkit.engine.rundir import lock
+from ftkit.engine.rundir.layout import Unsaved
+from ftkit.engine.rundir.resume import open_resume
 from ftkit.engine.session import Session
+from ftkit.engine.train import distributed
 from ftkit.plugins.manager import Plugins
 
-__all__ = ["Run", "start"]
+__all__ = ["start"]
 
 EXIT_OK, EXIT_GUARD, EXIT_INTERRUPTED = 0, 3, 130
 GUARD_STOPS = ("baseline-guard", "non-finite")
@@ -29,11 +30,11 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
             if opened is None:
                 return EXIT_OK
             run_dir, saved = opened
-        rundir.UNSAVED.clear()
+        unsaved = Unsaved()
         try:
-            reason = Session(config, plugins, world, device, console, saved, run_dir).run()
+            reason = Session(config, plugins, world, device, console, saved, run_dir, unsaved).run()
         except BaseException:
-            rundir.discard_unsaved_run(console)
+            unsaved.discard(console)
             raise
         finished = True
     finally:

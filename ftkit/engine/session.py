@@ -4,12 +4,12 @@
 Setup is linear: prepare (the same code path as ``ftkit plan``), load
 weights, data and loss, make or reopen the run directory, the optimizer loop
 and the loaders. The loop then enters each epoch's stage, trains, validates
-and hands the epoch to the lifecycle hooks, where the run's own plugins do
-the rest in order: ``metrics.jsonl`` first, then the console, TensorBoard,
-third-party plugins and the stoppers, and ``last`` at the end. Everything
-that changes from epoch to epoch lives in ``RunState`` and in ``last``
-(``engine/state.py``), so a resumed run continues exactly where its
-checkpoint was written.
+and ends the epoch in a written order (``end_epoch``): the row in
+metrics.jsonl, the stoppers' verdict, ``ftkit_epoch_end`` for plugins (the
+console, TensorBoard, third-party ones), then ``best`` and ``last``.
+Everything that changes from epoch to epoch lives in ``RunState`` and in
+``last`` (``engine/train/state.py``), so a resumed run continues exactly
+where its checkpoint was written.
 """
 
 from __future__ import annotations
@@ -23,36 +23,36 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+import ftkit.checkpoint as ckpt
 from ftkit.config import Config
-from ftkit.engine import checkpoint as ckpt
-from ftkit.engine import rundir
-from ftkit.engine.cache import CachedFeatures, check_requested, why_not
 from ftkit.engine.console import Console, Report
-from ftkit.engine.distributed import (
-    EpochSampler,
-    ShardSampler,
+from ftkit.engine.rundir import layout as rundir
+from ftkit.engine.rundir.checkpoints import Checkpoints
+from ftkit.engine.rundir.layout import RunDir, Unsaved
+from ftkit.engine.stoppers import Stoppers
+from ftkit.engine.summary import empty_classes, summarize
+from ftkit.engine.train.criterion import make_loss
+from ftkit.engine.train.distributed import (
     World,
     epoch_seed,
-    scoring_batches,
 )
-from ftkit.engine.drift import group_changes
-from ftkit.engine.ema import Ema
-from ftkit.engine.guards import GradNormAlert, NonFinite, Stoppers
-from ftkit.engine.lifecycle import NoHooks, Run
-from ftkit.engine.loop import EpochProgress, Loop, NonFiniteStop, anchors
-from ftkit.engine.loss import make_loss
-from ftkit.engine.optim import apply_stage, make_optimizer, set_train_mode
-from ftkit.engine.record import EpochRecord
-from ftkit.engine.rundir import Checkpoints, MetricsFile, RunDir
-from ftkit.engine.state import RunState, checkpoint, restore, seed_everything, set_rng_state
-from ftkit.engine.summary import empty_classes, summarize
+from ftkit.engine.train.drift import group_changes
+from ftkit.engine.train.ema import Ema
+from ftkit.engine.train.features import CachedFeatures, check_requested, why_not
+from ftkit.engine.train.guards import GradNormAlert, NonFinite
+from ftkit.engine.train.loaders import loaders
+from ftkit.engine.train.loop import EpochProgress, Loop, NonFiniteStop, anchors
+from ftkit.engine.train.staging import apply_stage, make_optimizer, set_train_mode
+from ftkit.engine.train.state import RunState, checkpoint, restore, seed_everything, set_rng_state
 from ftkit.errors import UsageError
 from ftkit.loggers.tensorboard import TensorBoard
-from ftkit.models import model_family
 from ftkit.models.weights import read_state
-from ftkit.plan import Stage, steps_per_epoch
+from ftkit.plan.stages import Stage, steps_per_epoch
 from ftkit.plugins.manager import Plugins
+from ftkit.plugins.records import EpochRecord
+from ftkit.plugins.run import Run
 from ftkit.prepare import input_size_problem, model_data, prepare_run
+from ftkit.resolve import model_family
 
 
 class Interrupt:
@@ -76,6 +76,13 @@ class Interrupt:
         return self.signal is not None
 
 
+class NoHooks:
+    """Lifecycle hooks run on rank 0 only: every other rank calls this instead."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda **kwargs: []
+
+
 class Session:
     def __init__(
         self,
@@ -86,8 +93,10 @@ class Session:
         console: Console,
         saved: dict[str, Any] | None = None,  # last.pt of the run to resume
         run_dir: Path | None = None,
+        unsaved: Unsaved | None = None,  # notes the run directory this run makes
     ) -> None:
         self.world, self.console, self.saved = world, console, saved
+        self.unsaved = unsaved or Unsaved()
         seed_everything(config.seed)
         # Every check of bad input, shared with plan; a resume loads its own weights.
         prepared = prepare_run(config, plugins, load_weights=not saved)
@@ -113,7 +122,7 @@ class Session:
             run_dir = self.create_run_dir(prepared)
         assert run_dir is not None
         self.out = RunDir(run_dir, main=world.main)
-        # where the weights started, to measure how far each group moves (engine/drift.py)
+        # where the weights started, to measure how far each group moves (commands/diff.py)
         self.start_weights = self.starting_weights(saved)
         self.groups = {
             layer.name: prepared.anatomy.params_of([layer]) for layer in prepared.anatomy.layers
@@ -159,19 +168,14 @@ class Session:
             batch = f", batch {self.loop.progress.batches}" if self.loop.progress else ""
             console.say(f"resuming {run_dir} after epoch {self.state.epoch}{batch}")
 
-        # The run's own plugins; lifecycle hooks run on rank 0 only.
         monitor = config.monitor or self.task.monitor
         self.stoppers = Stoppers(config, monitor, self.state)
         self.checkpoints = Checkpoints(
-            self.out, self.checkpoint, self.best_weights, self.stoppers, config.save_every
+            self.out, self.checkpoint, self.best_weights, self.plan.epochs, config.save_every
         )
-        self.own = [
-            MetricsFile(self.out),
-            Report(console, monitor),
-            TensorBoard(),
-            self.stoppers,
-            self.checkpoints,
-        ]
+        # The run's own lifecycle plugins (lifecycle hooks run on rank 0 only):
+        # they only read, so their order among plugins does not matter.
+        self.own = [Report(console, monitor), TensorBoard()]
         self.plugins = plugins
         self.hooks = plugins.hook if world.main else NoHooks()
 
@@ -193,9 +197,7 @@ class Session:
                     if not progress.complete:
                         reason = self.pause(epoch, progress, interrupted.signal)
                         break
-                    record = self.validate(epoch, stage, progress)
-                    # metrics.jsonl, console, TensorBoard, plugins, stoppers; `last` last
-                    self.hooks.ftkit_epoch_end(run=self.info, record=record)
+                    self.end_epoch(self.validate(epoch, stage, progress))
                     reason = self.world.from_main(self.info.stop_reason) or reason
                     if reason != "completed":
                         break
@@ -216,7 +218,10 @@ class Session:
         if self.world.main:
             run_dir = rundir.choose(self.config)
             RunDir(run_dir).create(
-                self.config, {**self.plan.to_json(), **prepared.start_json()}, prepared.split()
+                self.config,
+                {**self.plan.to_json(), **prepared.start_json()},
+                prepared.split(),
+                self.unsaved,
             )
             ckpt.save_weights(RunDir(run_dir).start, self.model.state_dict())
         if prepared.weights:
@@ -240,7 +245,21 @@ class Session:
             return
         val, _ = self.loop.evaluate(self.val_loader, self.loss_fn, self.task, self.num_classes)
         self.state.baseline = val
-        self.hooks.ftkit_epoch_end(run=self.info, record=EpochRecord("baseline", 0, val))
+        self.end_epoch(EpochRecord("baseline", 0, val))
+
+    def end_epoch(self, record: EpochRecord) -> None:
+        """An epoch's end, in this order (docs/architecture.md): its row in
+        metrics.jsonl; the stoppers' verdict (a stop reason wins over any
+        plugin's); ``ftkit_epoch_end`` for plugins; ``best`` when the verdict
+        says it improved, and ``last``, which holds what every reader left."""
+        if not self.world.main:  # rank 0 decides and writes; from_main tells the others
+            return
+        self.out.append(record.to_json())
+        verdict = self.stoppers.check(record)
+        if verdict.stop:
+            self.info.request_stop(verdict.stop)
+        self.hooks.ftkit_epoch_end(run=self.info, record=record)
+        self.checkpoints.after_epoch(record, verdict.improved)
 
     def enter(self, epoch: int) -> Stage:
         """The epoch's stage: its groups in the optimizer, its loader, its BN mode."""
@@ -250,6 +269,7 @@ class Session:
             self.state.stage_index, self.state.stage_step = index, 0
             apply_stage(self.model, self.loop.optimizer, stage)
             self.loop.wrap()
+            self.stoppers.start_stage()
             self.hooks.ftkit_stage_start(run=self.info, stage=stage, index=index)
         if index != self.loader_stage:  # a new stage, or the first after a resume
             self.loader, self.loader_stage = self.stage_loader(stage), index
@@ -292,7 +312,7 @@ class Session:
             )
         lrs: dict[str, float] = {}
         for group in self.loop.optimizer.param_groups:
-            lrs.setdefault(group["group"], group["lr"])
+            lrs.setdefault(group["name"], group["lr"])
         record = EpochRecord(
             stage.name,
             epoch,
@@ -334,8 +354,12 @@ class Session:
             guard=self.stoppers.guard,
             lr=self.config.lr,
         )
-        try:  # summary.json (when finished), the console's table, TensorBoard closes
+        try:  # summary.json (when finished), plugins (the table, TensorBoard), `last`
+            if summary.finished and self.world.main:
+                self.out.write_summary(summary.to_json())
             self.hooks.ftkit_run_end(run=self.info, summary=summary)
+            if self.world.main:
+                self.checkpoints.at_end(summary)
         finally:
             for plugin in self.own:
                 if self.plugins.pm.is_registered(plugin):
@@ -367,31 +391,3 @@ class Session:
         return DataLoader(
             features, batch_size=config.batch_size, sampler=self.sampler, drop_last=True
         )
-
-
-def loaders(
-    config: Config, data: Any, world: World, device: torch.device
-) -> tuple[EpochSampler, DataLoader, DataLoader]:
-    """The training sampler and loader (this rank's share of a (seed, epoch)
-    shuffle), and the validation loader (this rank's share, in order)."""
-    sampler = EpochSampler(len(data.train), config.seed, world)
-    # The loader draws worker seeds from its own generator: an iterator made
-    # mid-epoch on resume must not consume the global RNG that augmentation uses.
-    train_loader = DataLoader(
-        data.train,
-        batch_size=config.batch_size,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=config.workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=config.workers > 0,
-        generator=torch.Generator().manual_seed(config.seed),
-        collate_fn=data.collate,  # MixUp/CutMix, when asked for
-    )
-    val_loader = DataLoader(
-        data.val,
-        **scoring_batches(data.val, config.batch_size, ShardSampler(len(data.val), world)),
-        num_workers=config.workers,
-        pin_memory=device.type == "cuda",
-    )
-    return sampler, train_loader, val_loader

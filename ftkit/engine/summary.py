@@ -11,9 +11,9 @@ import json
 import math
 from typing import Any
 
-from ftkit.engine.guards import BaselineGuard
-from ftkit.engine.record import Summary
-from ftkit.plan.report import fmt_lr
+from ftkit.engine.stoppers import BaselineGuard
+from ftkit.plan.units import fmt_lr
+from ftkit.plugins.records import Summary
 
 DIAGNOSES = {
     "lr-too-high": "{monitor} fell below the baseline ({base:.4f}) and kept falling: the LR "

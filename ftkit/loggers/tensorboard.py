@@ -13,12 +13,12 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from ftkit.plugins.manager import hookimpl
+from ftkit.hooks import hookimpl
 
 if TYPE_CHECKING:
-    from ftkit.engine.lifecycle import Run
-    from ftkit.engine.record import EpochRecord, Summary
-    from ftkit.plan import Stage
+    from ftkit.plan.stages import Stage
+    from ftkit.plugins.records import EpochRecord, Summary
+    from ftkit.plugins.run import Run
 
 
 class TensorBoard:

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ftkit.data import IMAGENET_MEAN, IMAGENET_STD
+from ftkit.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from ftkit.errors import unknown
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class ModelFamily:
     default ImageNet ones. ``convert(state, model)`` is the library's own key
     converter for foreign checkpoints (timm's ``checkpoint_filter_fn``).
     ``split(model)`` gives the model as trunk then head
-    (``ftkit.engine.cache.Split``), or None, so that a stage training only the
+    (``ftkit.engine.train.features.Split``), or None, so that a stage training only the
     head can train it on the trunk's cached outputs (``--cache-features``).
     """
 
@@ -58,3 +59,9 @@ class ModelFamily:
     preprocessing: Callable[[str, str | None], Preprocessing] | None = None
     convert: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
     split: Callable[[Any], Any] | None = None
+
+
+def pick(kind: str, name: str, known: list[str]) -> str:
+    if name not in known:
+        raise unknown(kind, name, known)
+    return name

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ftkit.hooks import hookimpl
 from ftkit.plan.anatomy import BACKBONE, HEAD, Anatomy, AnatomyProvider, from_prefixes
-from ftkit.plugins.manager import hookimpl
 
 
 def child_layers(module: Any, prefix: str, part: str) -> list:

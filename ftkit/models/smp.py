@@ -9,12 +9,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import ftkit.models.timm as timm_family
 from ftkit.errors import UsageError, unknown
-from ftkit.models import pick
-from ftkit.models import timm as timm_family
-from ftkit.models.cache import hub_file
-from ftkit.models.family import ModelFamily, NamedWeights, Preprocessing
+from ftkit.hooks import hookimpl
+from ftkit.models.family import ModelFamily, NamedWeights, Preprocessing, pick
 from ftkit.models.generic import child_layers
+from ftkit.models.hub import hub_file
 from ftkit.models.torchvision import resnet_layers
 from ftkit.plan.anatomy import (
     BACKBONE,
@@ -26,7 +26,6 @@ from ftkit.plan.anatomy import (
     join_names,
     merge_norms,
 )
-from ftkit.plugins.manager import hookimpl
 
 
 def build(rest: str, *, num_classes: int, task: str) -> Any:
@@ -203,7 +202,7 @@ def _smp_encoder_layers(encoder: Any) -> list:
 def split(model: Any) -> Any:
     """Encoder, then decoder and segmentation head (not with an auxiliary
     classification head, which also reads the encoder)."""
-    from ftkit.engine.cache import Split, params_under
+    from ftkit.models.split import Split, params_under
 
     if getattr(model, "classification_head", None) is not None:
         return None

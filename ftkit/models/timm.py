@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from ftkit.errors import UsageError, unknown
-from ftkit.models import pick
-from ftkit.models.cache import hub_checkpoint, hub_file
-from ftkit.models.family import ModelFamily, NamedWeights, Preprocessing
+from ftkit.hooks import hookimpl
+from ftkit.models.family import ModelFamily, NamedWeights, Preprocessing, pick
+from ftkit.models.hub import hub_checkpoint, hub_file
 from ftkit.plan.anatomy import (
     BACKBONE,
     HEAD,
@@ -18,7 +18,6 @@ from ftkit.plan.anatomy import (
     common_name,
     param_facts,
 )
-from ftkit.plugins.manager import hookimpl
 
 
 def build(name: str, *, num_classes: int, task: str) -> Any:
@@ -128,7 +127,7 @@ def _matches(model: Any) -> bool:
 
 def split(model: Any) -> Any:
     """``forward_features``, then ``forward_head`` (timm's own split)."""
-    from ftkit.engine.cache import Split
+    from ftkit.models.split import Split
 
     classifier = {id(p) for p in model.get_classifier().parameters()}
     trunk = frozenset(n for n, p in model.named_parameters() if id(p) not in classifier)

@@ -7,11 +7,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ftkit.errors import UsageError, unknown
-from ftkit.models import pick
-from ftkit.models.cache import bounded_network, not_cached, offline_reason
-from ftkit.models.family import ModelFamily, NamedWeights, Preprocessing
+from ftkit.hooks import hookimpl
+from ftkit.models.family import ModelFamily, NamedWeights, Preprocessing, pick
+from ftkit.models.hub import bounded_network, not_cached, offline_reason
 from ftkit.plan.anatomy import BACKBONE, HEAD, Anatomy, AnatomyProvider, from_prefixes, merge_norms
-from ftkit.plugins.manager import hookimpl
 
 
 def build(name: str, *, num_classes: int, task: str) -> Any:
@@ -154,7 +153,7 @@ def split(model: Any) -> Any:
     import torch
     import torchvision.models as tvm
 
-    from ftkit.engine.cache import Split, params_outside
+    from ftkit.models.split import Split, params_outside
 
     if isinstance(model, (tvm.MobileNetV2, tvm.MobileNetV3, tvm.EfficientNet)):
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ftkit.engine.checkpoint import BEST, FORMAT, load_error, safe_torch_load
+from ftkit.checkpoint import BEST, FORMAT, load_error, safe_torch_load
 from ftkit.errors import UsageError
 from ftkit.plan.anatomy import Anatomy
 

@@ -17,9 +17,9 @@ import math
 from collections.abc import Iterator
 from dataclasses import replace
 
-from ftkit.plan import ParamGroup, Plan, Stage
 from ftkit.plan.anatomy import Anatomy
-from ftkit.plan.report import fmt_lr
+from ftkit.plan.stages import ParamGroup, Plan, Stage
+from ftkit.plan.units import fmt_lr
 
 # AdamW-style optimizers; (low, high, what it is)
 BANDS = {

@@ -1,5 +1,6 @@
 """What a strategy is: a name, typed options, and a pure function from an
-``Anatomy`` to stages of parameter groups with absolute learning rates.
+``Anatomy`` to stages (``Stage``) of parameter groups (``ParamGroup``) with
+absolute learning rates.
 
 A strategy never trains. ``ftkit plan`` prints what ``build`` returns and
 ``ftkit run`` executes it unchanged, so the plan is the single source of truth.
@@ -13,22 +14,14 @@ from typing import Any
 
 from ftkit.plan.anatomy import Anatomy
 from ftkit.plan.options import Option, non_negative
+from ftkit.plan.stages import ParamGroup, Stage
 
 SCHEDULES = ("constant", "linear", "cosine", "warmup-cosine", "one-cycle")
 
 
-@dataclass(frozen=True)
-class GroupSpec:
-    name: str
-    params: tuple[str, ...]
-    lr: float
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    name: str
-    epochs: int
-    groups: tuple[GroupSpec, ...]
+# The names of 0.1's plugin API: the same classes a plan holds.
+GroupSpec = ParamGroup
+StageSpec = Stage
 
 
 @dataclass(frozen=True)
@@ -45,7 +38,7 @@ class PlanRequest:
     optimizer: str = "adamw"
 
 
-Build = Callable[[Anatomy, PlanRequest], Sequence[StageSpec]]
+Build = Callable[[Anatomy, PlanRequest], Sequence[Stage]]
 
 # Options every strategy accepts; a strategy may redeclare one to change its default.
 COMMON_OPTIONS = (
@@ -115,9 +108,11 @@ class Strategy:
         }
 
 
-def single_stage(name: str, epochs: int, *groups: GroupSpec) -> list[StageSpec]:
-    return [StageSpec(name, epochs, tuple(groups))]
+def single_stage(name: str, epochs: int, *groups: ParamGroup) -> list[Stage]:
+    """A strategy's whole plan in one stage."""
+    return [Stage(name, epochs, tuple(groups))]
 
 
-def group(name: str, params: Sequence[str], lr: float) -> GroupSpec:
-    return GroupSpec(name, tuple(params), lr)
+def group(name: str, params: Sequence[str], lr: float) -> ParamGroup:
+    """A strategy's parameter group: ``params`` trained at the absolute ``lr``."""
+    return ParamGroup(name, tuple(params), lr)

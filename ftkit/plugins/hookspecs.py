@@ -25,24 +25,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import pluggy
+from ftkit.hooks import hookspec
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ftkit.data.builtin import Dataset
-    from ftkit.engine.lifecycle import Run
-    from ftkit.engine.record import EpochRecord, Summary
     from ftkit.losses import Loss
     from ftkit.models.family import ModelFamily
     from ftkit.optimizers import Optimizer
-    from ftkit.plan import Stage
     from ftkit.plan.anatomy import AnatomyProvider
+    from ftkit.plan.stages import Stage
     from ftkit.plan.strategy import Strategy
+    from ftkit.plugins.records import EpochRecord, Summary
+    from ftkit.plugins.run import Run
     from ftkit.tasks import Task
-
-hookspec = pluggy.HookspecMarker("ftkit")
-hookimpl = pluggy.HookimplMarker("ftkit")
 
 
 @hookspec

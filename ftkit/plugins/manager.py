@@ -30,7 +30,6 @@ from ftkit.optimizers import TIMM, Optimizer
 from ftkit.plan.anatomy import AnatomyProvider
 from ftkit.plan.strategy import Strategy
 from ftkit.plugins import hookspecs
-from ftkit.plugins.hookspecs import hookimpl
 from ftkit.registry import Fallback, Registry
 from ftkit.tasks import Task
 
@@ -54,7 +53,7 @@ BUILTIN_PLUGINS = (
     "ftkit.optimizers",
 )
 
-__all__ = ["BUILTIN_PLUGINS", "Kind", "PluginInfo", "Plugins", "hookimpl"]
+__all__ = ["BUILTIN_PLUGINS", "Kind", "PluginInfo", "Plugins"]
 
 
 @dataclass(frozen=True)
@@ -250,6 +249,6 @@ def _reason(exc: BaseException) -> str:
 
 
 def _ftkit_version() -> str:
-    from ftkit import __version__
+    from ftkit.version import __version__
 
     return __version__

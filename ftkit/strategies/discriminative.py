@@ -9,10 +9,10 @@ models the backbone layers are split the same way, 2:2:1 by count. With
 import math
 
 from ftkit.errors import UsageError
+from ftkit.hooks import hookimpl
 from ftkit.plan.anatomy import Anatomy
 from ftkit.plan.options import Option
 from ftkit.plan.strategy import PlanRequest, Strategy, group, single_stage
-from ftkit.plugins.manager import hookimpl
 
 
 def default_groups(anatomy: Anatomy) -> list[tuple[str, tuple[str, ...]]]:

@@ -4,10 +4,10 @@ By default only the head trains. ``train_from=LAYER`` also trains that layer
 and every layer after it (e.g. ``train_from=layer4`` on a ResNet).
 """
 
+from ftkit.hooks import hookimpl
 from ftkit.plan.anatomy import Anatomy
 from ftkit.plan.options import Option
 from ftkit.plan.strategy import PlanRequest, Strategy, group, single_stage
-from ftkit.plugins.manager import hookimpl
 
 
 def build(anatomy: Anatomy, req: PlanRequest):

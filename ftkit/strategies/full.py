@@ -1,8 +1,8 @@
 """full: every parameter trains at one LR (also how a baseline is trained)."""
 
+from ftkit.hooks import hookimpl
 from ftkit.plan.anatomy import Anatomy
 from ftkit.plan.strategy import PlanRequest, Strategy, group, single_stage
-from ftkit.plugins.manager import hookimpl
 
 
 def build(anatomy: Anatomy, req: PlanRequest):

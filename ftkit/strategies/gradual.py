@@ -3,10 +3,11 @@
 Seed 000 on a ResNet: head, then layer4, layer3, layer2 at epochs 4, 7, 10.
 """
 
+from ftkit.hooks import hookimpl
 from ftkit.plan.anatomy import Anatomy
 from ftkit.plan.options import Option, positive
-from ftkit.plan.strategy import PlanRequest, StageSpec, Strategy, group
-from ftkit.plugins.manager import hookimpl
+from ftkit.plan.stages import Stage
+from ftkit.plan.strategy import PlanRequest, Strategy, group
 
 
 def build(anatomy: Anatomy, req: PlanRequest):
@@ -18,9 +19,7 @@ def build(anatomy: Anatomy, req: PlanRequest):
         epochs = req.epochs - start if last else every
         layers = [*reversed(backbone[:unfrozen]), *anatomy.head]
         name = "head" if unfrozen == 0 else f"+{backbone[unfrozen - 1].name}"
-        stages.append(
-            StageSpec(name, epochs, (group("trainable", anatomy.params_of(layers), req.lr),))
-        )
+        stages.append(Stage(name, epochs, (group("trainable", anatomy.params_of(layers), req.lr),)))
         start += epochs
         unfrozen += 1
     return stages

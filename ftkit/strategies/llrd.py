@@ -7,10 +7,10 @@ top id ``L + 1``. For timm models the anatomy comes from timm's own
 """
 
 from ftkit.errors import UsageError
+from ftkit.hooks import hookimpl
 from ftkit.plan.anatomy import Anatomy
 from ftkit.plan.options import Option, fraction
 from ftkit.plan.strategy import PlanRequest, Strategy, group, single_stage
-from ftkit.plugins.manager import hookimpl
 
 
 def layer_ids(anatomy: Anatomy) -> list[tuple[str, tuple[str, ...], int]]:

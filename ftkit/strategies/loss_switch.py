@@ -13,9 +13,9 @@ guard would take that drift for learning.
 
 from dataclasses import replace
 
+from ftkit.hooks import hookimpl
 from ftkit.plan.options import Option
 from ftkit.plan.strategy import SCHEDULES, Strategy
-from ftkit.plugins.manager import hookimpl
 from ftkit.strategies import two_stage
 
 OPTIONS = tuple(

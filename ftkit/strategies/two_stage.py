@@ -7,10 +7,11 @@ lr_scale=0.3``: 3e-6, then 1.5e-7 and 6e-7. Nothing else multiplies the LR.
 """
 
 from ftkit.errors import UsageError
+from ftkit.hooks import hookimpl
 from ftkit.plan.anatomy import Anatomy
 from ftkit.plan.options import Option, positive
-from ftkit.plan.strategy import PlanRequest, StageSpec, Strategy, group
-from ftkit.plugins.manager import hookimpl
+from ftkit.plan.stages import Stage
+from ftkit.plan.strategy import PlanRequest, Strategy, group
 
 OPTIONS = (
     Option(
@@ -40,8 +41,8 @@ def build(anatomy: Anatomy, req: PlanRequest):
     lr = req.lr * opts["lr_scale"]
     head = anatomy.params_of(anatomy.head)
     return [
-        StageSpec("head", first, (group("head", head, lr),)),
-        StageSpec(
+        Stage("head", first, (group("head", head, lr),)),
+        Stage(
             "backbone+head",
             req.epochs - first,
             (

@@ -53,7 +53,7 @@ def model_folder(rest: str) -> Path:
         return path
     if path.exists() or rest.startswith((".", "/", "~")) or rest.count("/") > 1:
         raise UsageError(f"--model hf:{rest}: model folder '{rest}' not found")
-    from ftkit.models.cache import hub_file
+    from ftkit.models.hub import hub_file
 
     try:
         return hub_file(rest, "config.json", f"--model hf:{rest}").parent

@@ -30,7 +30,7 @@ import csv
 import json
 from pathlib import Path
 
-from ftkit.data import DataSplits
+from ftkit import DataSplits
 from ftkit.errors import UsageError
 
 MAX_LENGTH = 128

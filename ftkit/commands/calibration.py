@@ -10,7 +10,7 @@ Evaluation, as ``ftkit eval`` does it
 - ``--tta flip`` averages the softmax over the image and its left-right flip
   (a segmentation output flipped back first); metrics and ECE judge that
   average, the loss is each view's own averaged (right for any loss, a
-  sigmoid-based focal loss included) (``engine/loop.py``, ``predict``).
+  sigmoid-based focal loss included) (``engine/train/loop.py``, ``predict``).
 - The text output ends with a per-class table (each class's metrics and its
   support: images, or truth pixels); ``--plot FILE`` draws the confusion
   matrix (counts in the cells, colour the share of the true class).

@@ -9,15 +9,10 @@ import numpy as np
 
 from ftkit.config import Config
 from ftkit.errors import UsageError
-from ftkit.plan import Plan
 from ftkit.plan.anatomy import Anatomy
 from ftkit.plan.schedule import lr_factor
-
-
-def fmt_lr(lr: float) -> str:
-    """Scientific, without padding: 3e-6, 1.5e-7, 2.38e-5, like seed 004's tables."""
-    mantissa, exponent = f"{lr:.2e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+from ftkit.plan.stages import Plan
+from ftkit.plan.units import fmt_lr
 
 
 def plan_table(plan: Plan, anatomy: Anatomy, config: Config, start: Sequence[str] = ()) -> str:

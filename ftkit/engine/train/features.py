@@ -10,8 +10,6 @@ refuses to run when it does not, ``off`` never caches.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,25 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ftkit.errors import UsageError
-from ftkit.plan import Stage
-
-
-@dataclass(frozen=True)
-class Split:
-    """A model as trunk then head; a model family's ``split`` says how."""
-
-    trunk: nn.Module
-    trunk_forward: Callable[[torch.Tensor], Any]
-    head: Callable[[Any], torch.Tensor]
-    trunk_params: frozenset[str]
-
-
-def params_under(model: nn.Module, prefix: str) -> frozenset[str]:
-    return frozenset(n for n, _ in model.named_parameters() if n.startswith(prefix + "."))
-
-
-def params_outside(model: nn.Module, prefix: str) -> frozenset[str]:
-    return frozenset(n for n, _ in model.named_parameters() if not n.startswith(prefix + "."))
+from ftkit.models.split import Split
+from ftkit.plan.stages import Stage
 
 
 def why_not(

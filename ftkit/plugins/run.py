@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import torch
 
     from ftkit.config import Config
-    from ftkit.plan import Plan
+    from ftkit.plan.stages import Plan
     from ftkit.tasks import Task
 
 
@@ -36,10 +36,3 @@ class Run:
     def request_stop(self, reason: str) -> None:
         """Ask the engine to stop after the current epoch (for adaptive plugins)."""
         self.stop_reason = self.stop_reason or reason
-
-
-class NoHooks:
-    """Lifecycle hooks run on rank 0 only: every other rank calls this instead."""
-
-    def __getattr__(self, name: str) -> Any:
-        return lambda **kwargs: []

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ftkit import __version__
 from ftkit.config import Config
-from ftkit.engine.loop import Loop
-from ftkit.engine.optim import apply_stage
-from ftkit.plan import Plan
+from ftkit.engine.train.loop import Loop
+from ftkit.engine.train.staging import apply_stage
+from ftkit.plan.stages import Plan
+from ftkit.version import __version__
 
 
 @dataclass

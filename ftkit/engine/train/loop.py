@@ -18,15 +18,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ftkit.engine import distributed
-from ftkit.engine.distributed import World
-from ftkit.engine.ema import Ema
-from ftkit.engine.guards import GradNormAlert, NonFinite
-from ftkit.engine.optim import set_lr
-from ftkit.engine.sliding import SlidingWindow
+from ftkit.engine.train import distributed
+from ftkit.engine.train.distributed import World
+from ftkit.engine.train.ema import Ema
+from ftkit.engine.train.guards import GradNormAlert, NonFinite
+from ftkit.engine.train.sliding import SlidingWindow
+from ftkit.engine.train.staging import set_lr
 from ftkit.errors import UsageError
-from ftkit.plan import Stage
 from ftkit.plan.schedule import lr_factor
+from ftkit.plan.stages import Stage
 from ftkit.tasks import Task
 
 
@@ -239,7 +239,13 @@ class Loop:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        # torch takes the saved groups' keys; the names are the plan's (a `last`
+        # from before 0.2 spelled them "group" and "name")
+        names = [(g["name"], g["label"]) for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, (name, label) in zip(self.optimizer.param_groups, names, strict=True):
+            group.pop("group", None)
+            group["name"], group["label"] = name, label
         if state["scaler"]:  # empty when fp16 was off
             self.scaler.load_state_dict(state["scaler"])
         vars(self.alert).update(state["alert"])
@@ -283,7 +289,7 @@ def evaluate(
     samples for the loggers. Needs no optimizer: ``ftkit eval`` calls it too,
     with ``tta`` (see ``predict``) and ``on_batch(logits, target)`` to keep
     the logits it scored (calibration), and ``window`` to score segmentation
-    by sliding windows of that size (``ftkit.engine.sliding``)."""
+    by sliding windows of that size (``ftkit.engine.train.sliding``)."""
     model.eval()
     net = SlidingWindow(model, window) if window else model
     metrics = task.make_metrics(num_classes, device)

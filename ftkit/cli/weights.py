@@ -1,5 +1,5 @@
 """``ftkit diff``, ``interpolate`` and ``soup``: commands that read finished
-runs and compare or mix their weights (engine/drift.py, engine/weight_space.py)."""
+runs and compare or mix their weights (commands/diff.py, commands/weight_space.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Any
 
 import click
 
-from ftkit.cli_options import check_plot, make_config, plot_option, plugin_option
+from ftkit.cli.options import check_plot, plot_option, plugin_option
 from ftkit.config import check_output_file, run_dir_of
+from ftkit.configure import make_config
 from ftkit.errors import UsageError
 from ftkit.plugins.manager import Plugins
 
@@ -27,8 +28,8 @@ from ftkit.plugins.manager import Plugins
 def diff(run, against, as_json, plot, plugin_modules):
     """How far a run's best weights moved from where it started, per group and tensor."""
     run_dir, config = _finished_run(run, plot, plugin_modules)
-    from ftkit.engine.drift import diff as weight_diff
-    from ftkit.engine.drift import diff_table, plot_diff
+    from ftkit.commands.diff import diff as weight_diff
+    from ftkit.commands.diff import diff_table, plot_diff
 
     report = weight_diff(run_dir, config, Plugins(config.plugins), against)
     if plot:
@@ -80,9 +81,9 @@ def _alphas(text: str) -> list[float]:
 def interpolate(run, alphas, backbone_only, as_json, plot, plugin_modules):
     """WiSE-FT: score mixes of a run's start and its fine-tune; keep the best."""
     run_dir, config = _finished_run(run, plot, plugin_modules)
+    from ftkit.commands.weight_space import interpolate as wise_ft
+    from ftkit.commands.weight_space import interpolation_table, plot_interpolation
     from ftkit.engine.summary import json_text
-    from ftkit.engine.weight_space import interpolate as wise_ft
-    from ftkit.engine.weight_space import interpolation_table, plot_interpolation
 
     report = wise_ft(run_dir, config, Plugins(config.plugins), _alphas(alphas), backbone_only)
     for note in report["notes"]:
@@ -109,8 +110,8 @@ def soup(runs, out, as_json, plugin_modules):
     check_output_file(out, "--out", (".safetensors",))
     if Path(out).exists():
         raise UsageError(f"--out '{out}' already exists; choose another name")
+    from ftkit.commands.weight_space import soup as greedy_soup
     from ftkit.engine.summary import json_text
-    from ftkit.engine.weight_space import soup as greedy_soup
 
     run_dirs, config = [d for d, _ in checked], checked[0][1]
     record = greedy_soup(run_dirs, config, Plugins(config.plugins), Path(out))

@@ -1,40 +1,35 @@
-"""The run directory: config.toml, plan.json, metrics.jsonl (a row per epoch),
-summary.json (written once the run finished), checkpoints/{last.pt,
-best.safetensors} and tb/. Under torchrun only rank 0 writes.
+"""The run directory: config.toml, plan.json, split.json, metrics.jsonl (a
+row per epoch), summary.json (written once the run finished),
+checkpoints/{start.safetensors,last.pt,best.safetensors} and tb/. Under
+torchrun only rank 0 writes.
 
-Two lifecycle plugins write into it during a run: ``MetricsFile`` (first
-after each epoch) and ``Checkpoints`` (last after each epoch, so ``last``
-holds the state every other hook left; a row in metrics.jsonl is never
-behind its checkpoint, and a resume drops rows ahead of it).
+``Session`` writes an epoch's row before anything else hears of the epoch,
+and its checkpoint after everything else (``checkpoints.py``): a row in
+metrics.jsonl is never behind its checkpoint, and a resume drops rows ahead
+of it. ``Unsaved`` remembers the directory a run made until its first
+checkpoint, so a run that fails before it leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import ftkit.checkpoint as ckpt
 from ftkit.config import Config
-from ftkit.data import fingerprint, is_folder
 from ftkit.data.folders import SPLIT_FILE
-from ftkit.engine import checkpoint as ckpt
-from ftkit.engine import lock
+from ftkit.data.load import fingerprint, is_folder
 from ftkit.engine.console import Console
+from ftkit.engine.rundir import lock
 from ftkit.engine.summary import json_text
 from ftkit.errors import UsageError
-from ftkit.plugins.manager import hookimpl
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    import torch
-
-    from ftkit.engine.guards import Stoppers
-    from ftkit.engine.lifecycle import Run
-    from ftkit.engine.record import EpochRecord, Summary
+    pass
 
 
 @dataclass(frozen=True)
@@ -60,14 +55,18 @@ class RunDir:
         return self.path / "checkpoints" / ckpt.START
 
     def create(
-        self, config: Config, plan: dict[str, Any], split: dict[str, Any] | None = None
+        self,
+        config: Config,
+        plan: dict[str, Any],
+        split: dict[str, Any] | None,
+        unsaved: Unsaved,
     ) -> None:
         """``split``: the files of each split (``split.json``), for a folder's data."""
         existed = self.path.exists()
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         lock.acquire(self.path)  # first: a run that loses the race must not touch it
         # a run that fails before its first checkpoint removes what it made here
-        UNSAVED[:] = [(self.path, existed)]
+        unsaved.made(self.path, existed)
         # walked once per run: the checkpoints' copy of the config goes without it
         seen = fingerprint(config.data) if is_folder(config.data) else None
         (self.path / "config.toml").write_text(config.to_toml(seen))
@@ -101,59 +100,6 @@ class RunDir:
     def write_summary(self, summary: dict[str, Any]) -> None:
         if self.main:
             (self.path / "summary.json").write_text(json_text(summary, indent=2) + "\n")
-
-
-class MetricsFile:
-    """metrics.jsonl, a row per epoch, and summary.json once the run finished."""
-
-    def __init__(self, out: RunDir) -> None:
-        self.out = out
-
-    @hookimpl(tryfirst=True)
-    def ftkit_epoch_end(self, record: EpochRecord) -> None:
-        self.out.append(record.to_json())
-
-    @hookimpl(tryfirst=True)
-    def ftkit_run_end(self, summary: Summary) -> None:
-        if summary.finished:  # summary.json marks a finished run: resumable ones have none
-            self.out.write_summary(summary.to_json())
-
-
-class Checkpoints:
-    """``last`` after every ``every``-th trained epoch and when the run
-    stops, ``best`` whenever the stoppers saw the monitored metric improve."""
-
-    def __init__(
-        self,
-        out: RunDir,
-        state: Callable[[], dict[str, Any]],
-        weights: Callable[[], dict[str, torch.Tensor]],
-        stoppers: Stoppers,
-        every: int = 1,
-    ) -> None:
-        self.out, self.state, self.weights, self.stoppers = out, state, weights, stoppers
-        self.every, self.behind = every, False  # behind: epochs done since `last`
-
-    @hookimpl(trylast=True)
-    def ftkit_epoch_end(self, run: Run, record: EpochRecord) -> None:
-        if not record.trained:
-            return
-        if self.stoppers.improved and self.out.main:
-            ckpt.save_weights(self.out.best, self.weights())
-        if record.epoch % self.every == 0 or record.epoch == run.plan.epochs:
-            self.save()
-        else:
-            self.behind = True
-
-    @hookimpl(trylast=True)
-    def ftkit_run_end(self, summary: Summary) -> None:
-        if self.behind and summary.finished:  # stopped early between two saves
-            self.save()
-
-    def save(self) -> None:
-        if self.out.main:  # other ranks hold the same weights: only rank 0 builds and writes
-            self.out.save(self.state())
-        self.behind = False
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -194,25 +140,31 @@ def choose(config: Config) -> Path:
     return path
 
 
-# The run directory this process made, and whether it was there (empty) before:
-# a run that fails before its first checkpoint has nothing to resume, so it must
-# not leave a directory that blocks the same command until deleted by hand.
-UNSAVED: list[tuple[Path, bool]] = []
+@dataclass
+class Unsaved:
+    """The run directory this run made, and whether it was there (empty)
+    before: a run that fails before its first checkpoint has nothing to
+    resume, so it must not leave a directory that blocks the same command
+    until deleted by hand."""
 
+    runs: list[tuple[Path, bool]] = field(default_factory=list)
 
-def discard_unsaved_run(console: Console) -> None:
-    for run_dir, existed in UNSAVED:
-        kept = (run_dir / "checkpoints" / ckpt.LAST, run_dir / "summary.json")
-        if any(path.exists() for path in kept) or _has_rows(run_dir / "metrics.jsonl"):
-            continue  # trained epochs (before a first `last` with --save-every) are kept
-        # an --out directory the user made was empty: everything in it is this run's
-        for path in run_dir.iterdir() if existed else [run_dir]:
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        console.warn(f"removed {run_dir}: the run failed before its first checkpoint")
-    UNSAVED.clear()
+    def made(self, run_dir: Path, existed: bool) -> None:
+        self.runs = [(run_dir, existed)]
+
+    def discard(self, console: Console) -> None:
+        for run_dir, existed in self.runs:
+            kept = (run_dir / "checkpoints" / ckpt.LAST, run_dir / "summary.json")
+            if any(path.exists() for path in kept) or _has_rows(run_dir / "metrics.jsonl"):
+                continue  # trained epochs (before a first `last` with --save-every) are kept
+            # an --out directory the user made was empty: everything in it is this run's
+            for path in run_dir.iterdir() if existed else [run_dir]:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            console.warn(f"removed {run_dir}: the run failed before its first checkpoint")
+        self.runs = []
 
 
 def _has_rows(metrics: Path) -> bool:

@@ -11,7 +11,8 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from ftkit.cli_options import check_plot, make_config, plot_option, run_options
+from ftkit.cli.options import check_plot, plot_option, run_options
+from ftkit.configure import make_config
 from ftkit.plugins.manager import Plugins
 
 
@@ -126,8 +127,8 @@ def lr_find(
     """Sweep the base LR through a stage of the plan (every group at its plan
     ratio), suggest one and print the 'ftkit run' command that uses it.
     Writes no run directory; weights, optimizer and RNG are put back."""
-    from ftkit.engine.lr_find import find_lr, plot_sweep
-    from ftkit.plan.report import fmt_lr
+    from ftkit.commands.lr_find import find_lr, plot_sweep
+    from ftkit.plan.units import fmt_lr
 
     config = make_config(config_file, assignments, plugin_modules, values)
     check_plot(plot)
@@ -178,7 +179,7 @@ def advise(ctx, config_file, plugin_modules, as_json, **values):
     measured by a linear probe), with the commands to run."""
     from ftkit.advise import SIZE_REASONS, alternative, domain_of, size_of, strategy_words
     from ftkit.advise import advise as pick
-    from ftkit.engine.probe import probe
+    from ftkit.commands.probe import probe
 
     config = make_config(config_file, (), plugin_modules, values)
     plugins = Plugins(config.plugins)

@@ -44,16 +44,17 @@ from typing import Any
 import torch
 
 from ftkit.config import Config
-from ftkit.engine.distributed import EpochSampler, World, pick_device
-from ftkit.engine.loop import Loop, anchors
-from ftkit.engine.loss import make_loss
-from ftkit.engine.optim import apply_stage, make_optimizer, set_train_mode
 from ftkit.engine.session import loaders
-from ftkit.engine.state import rng_state, seed_everything, set_rng_state
+from ftkit.engine.train.criterion import make_loss
+from ftkit.engine.train.distributed import EpochSampler, World
+from ftkit.engine.train.loop import Loop, anchors
+from ftkit.engine.train.staging import apply_stage, make_optimizer, set_train_mode
+from ftkit.engine.train.state import rng_state, seed_everything, set_rng_state
 from ftkit.errors import UsageError
-from ftkit.plan.report import fmt_lr
+from ftkit.plan.units import fmt_lr
 from ftkit.plugins.manager import Plugins
 from ftkit.prepare import Prepared, model_data, prepare_run
+from ftkit.resolve import pick_device
 
 SKIP_START = 0.1  # the share of the curve the rules ignore at its start
 
@@ -136,7 +137,7 @@ def sweep(
                     True,
                 )
                 break
-            result.group_lrs.append({g["name"]: g["lr"] for g in loop.optimizer.param_groups})
+            result.group_lrs.append({g["label"]: g["lr"] for g in loop.optimizer.param_groups})
             average = smooth * average + (1 - smooth) * loss
             smoothed = average / (1 - smooth ** (i + 1))
             result.lrs.append(lr)

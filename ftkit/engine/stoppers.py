@@ -1,5 +1,4 @@
-"""Guards that watch training: gradient norms and non-finite steps inside an
-epoch; after it, the stoppers: early stopping and (from a baseline) the
+"""What decides after an epoch: early stopping and (from a baseline) the
 guard that reads the LR as too high or too low (docs/recipes.md, the loss
 switch). Every stopper answers ``check(record) -> reason | None`` and keeps
 its state in ``state_dict()``, so a resumed run decides as the killed one would.
@@ -11,58 +10,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ftkit.plugins.manager import hookimpl
-
 if TYPE_CHECKING:
     from ftkit.config import Config
-    from ftkit.engine.lifecycle import Run
-    from ftkit.engine.record import EpochRecord
-    from ftkit.engine.state import RunState
-
-
-@dataclass
-class GradNormAlert:
-    """Warn once when the gradient norm stays above ``limit`` for ``window``
-    steps in a row (seed 004: keep it under 10)."""
-
-    limit: float
-    window: int = 20
-    streak: int = 0
-    alerted: bool = False
-    clip: float | None = None  # --clip-grad-norm: the norm watched is measured before it
-
-    def update(self, norm: float) -> str | None:
-        self.streak = self.streak + 1 if norm > self.limit else 0
-        if self.streak >= self.window and not self.alerted:
-            self.alerted = True
-            head = (
-                f"gradient norm above {self.limit:g} for {self.streak} steps in a row "
-                f"(now {norm:.3g}"
-            )
-            if self.clip is None:
-                return f"{head}): the LR may be too high; consider --clip-grad-norm"
-            return (
-                f"{head}, measured before clipping to {self.clip:g}): every step is being "
-                "clipped, so the LR may be too high; consider a lower --lr"
-            )
-        return None
-
-
-@dataclass
-class NonFinite:
-    """Counts skipped steps; too many in a row stops the run."""
-
-    limit: int
-    streak: int = 0
-    total: int = 0
-
-    def skipped(self) -> bool:
-        self.streak += 1
-        self.total += 1
-        return self.streak >= self.limit
-
-    def ok(self) -> None:
-        self.streak = 0
+    from ftkit.engine.train.state import RunState
+    from ftkit.plugins.records import EpochRecord
 
 
 @dataclass
@@ -174,11 +125,20 @@ class Stopper(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What the stoppers make of an epoch: whether it is the best so far
+    (``best`` is written from it), and why the run must stop, if it must."""
+
+    improved: bool = False
+    stop: str | None = None
+
+
 class Stoppers:
-    """A run's stoppers, as a lifecycle plugin: after each epoch the first
-    reason wins (the guard before early stopping, both before any plugin's
-    ``run.request_stop``); the best epoch is noted for ``best``. Their state
-    goes into the run's ``RunState`` and so into ``last``."""
+    """A run's stoppers. ``Session`` asks them after each epoch, before any
+    plugin hears of it: the first reason wins (the guard before early
+    stopping), and the best epoch is noted for ``best``. Their state goes into
+    the run's ``RunState`` and so into ``last``."""
 
     def __init__(self, config: Config, monitor: str, state: RunState) -> None:
         self.config, self.state = config, state
@@ -188,19 +148,16 @@ class Stoppers:
             else EarlyStopping(monitor, config.patience, config.min_delta)
         )
         self.guard = BaselineGuard(**state.guard) if state.guard else None
-        self.improved = False
 
     def store(self) -> None:
         """Their state into the run's, for ``last``."""
         self.state.stopper = self.early.state_dict()
         self.state.guard = self.guard.state_dict() if self.guard else None
 
-    @hookimpl
-    def ftkit_stage_start(self) -> None:
+    def start_stage(self) -> None:
         self.early.start_stage()  # patience counts within a stage (--patience)
 
-    @hookimpl(tryfirst=True)
-    def ftkit_epoch_end(self, run: Run, record: EpochRecord) -> None:
+    def check(self, record: EpochRecord) -> Verdict:
         if not record.trained:  # the baseline: what the guard compares with
             if self.config.guard:
                 monitor = self.early.monitor
@@ -211,13 +168,10 @@ class Stoppers:
                     self.config.guard_tolerance,
                     monitor=monitor,
                 )
-            return
+            return Verdict()
         stoppers: list[Stopper] = [s for s in (self.guard, self.early) if s is not None]
         reasons = [stopper.check(record) for stopper in stoppers]  # each sees every epoch
-        self.improved = self.early.best_epoch == record.epoch
-        if self.improved:
+        improved = self.early.best_epoch == record.epoch
+        if improved:
             self.state.best = record.to_json()
-        for reason in reasons:
-            if reason:
-                run.request_stop(reason)
-                return
+        return Verdict(improved, next((r for r in reasons if r), None))

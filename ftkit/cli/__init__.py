@@ -14,26 +14,26 @@ from typing import Any
 
 import click
 
-from ftkit import __version__
-from ftkit.cli_options import (
+from ftkit.cli.options import (
     check_plot,
     eval_options,
-    make_config,
     plot_option,
     plugin_option,
     run_options,
 )
-from ftkit.cli_tools import advise, lr_find
-from ftkit.cli_weights import diff, interpolate, soup
+from ftkit.cli.tools import advise, lr_find
+from ftkit.cli.weights import diff, interpolate, soup
 from ftkit.config import (
     build_config,
     check_output_dir,
     load_file,
     run_dir_of,
 )
+from ftkit.configure import make_config
 from ftkit.errors import FtkitError, UsageError
 from ftkit.plan.options import parse_assignments
 from ftkit.plugins.manager import Plugins
+from ftkit.version import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -48,7 +48,7 @@ def cli() -> None:
     """
 
 
-for command in (diff, interpolate, soup, lr_find, advise):  # in cli_weights.py and cli_tools.py
+for command in (diff, interpolate, soup, lr_find, advise):  # in cli/weights.py and cli/tools.py
     cli.add_command(command)
 
 
@@ -58,7 +58,7 @@ for command in (diff, interpolate, soup, lr_find, advise):  # in cli_weights.py 
 @plot_option("every group's LR over the run's steps")
 def plan(config_file, assignments, plugin_modules, as_json, plot, **values):
     """Print the plan that 'ftkit run' would execute, and its LR warnings."""
-    from ftkit.plan.report import plan_table
+    from ftkit.plan_report import plan_table
     from ftkit.prepare import prepare_run
 
     config = make_config(config_file, assignments, plugin_modules, values)
@@ -67,7 +67,7 @@ def plan(config_file, assignments, plugin_modules, as_json, plot, **values):
     # The same checks as 'ftkit run': what run would refuse, plan refuses.
     prepared = prepare_run(config, plugins)
     if plot:
-        from ftkit.plan.report import plot_plan
+        from ftkit.plan_report import plot_plan
 
         steps = _steps_per_epoch(prepared)
         plot_plan(prepared.plan, steps, plot)
@@ -81,7 +81,7 @@ def plan(config_file, assignments, plugin_modules, as_json, plot, **values):
 
 def _steps_per_epoch(prepared: Any) -> int:
     """What the run will take: one process, as ``ftkit run`` without torchrun."""
-    from ftkit.plan import steps_per_epoch
+    from ftkit.plan.stages import steps_per_epoch
 
     config = prepared.config
     return steps_per_epoch(len(prepared.data.train), config.batch_size, config.accumulate)
@@ -96,8 +96,8 @@ def _steps_per_epoch(prepared: Any) -> int:
 )
 def run(config_file, assignments, plugin_modules, resume, **values):
     """Train: execute the plan and write a run directory."""
-    from ftkit.engine.resume import run_config
     from ftkit.engine.run import start
+    from ftkit.engine.rundir.resume import run_config
 
     if resume:
         # The run's own options are the base; what is given now goes on top.
@@ -148,7 +148,7 @@ def run(config_file, assignments, plugin_modules, resume, **values):
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
 def eval_(checkpoint, config_file, plugin_modules, tta, calibrate, split, plot, as_json, **values):
     """Metrics of a checkpoint on a dataset (a test folder whole), per class too."""
-    from ftkit.engine.evaluate import evaluate_checkpoint
+    from ftkit.commands.evaluate import evaluate_checkpoint
 
     # A run's own config describes its model; options given here still win.
     run_dir = run_dir_of(checkpoint)
@@ -163,7 +163,7 @@ def eval_(checkpoint, config_file, plugin_modules, tta, calibrate, split, plot, 
     for note in metrics.pop("notes", []):
         click.echo(f"ftkit: note: {note}", err=True)
     if plot:
-        from ftkit.engine.evaluate import plot_confusion
+        from ftkit.commands.evaluate import plot_confusion
 
         plot_confusion(metrics, plot)
     if as_json:
@@ -176,7 +176,7 @@ def eval_(checkpoint, config_file, plugin_modules, tta, calibrate, split, plot, 
             click.echo(
                 f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}"
             )
-    from ftkit.engine.evaluate import per_class_table
+    from ftkit.commands.evaluate import per_class_table
 
     table = per_class_table(metrics)
     if table:

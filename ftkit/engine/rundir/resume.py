@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
+import ftkit.checkpoint as ckpt
 from ftkit.config import DATA_FINGERPRINT, Config, build_config, read_run_config
-from ftkit.data import check_fingerprint
-from ftkit.engine import checkpoint as ckpt
-from ftkit.engine import lock
+from ftkit.data.load import check_fingerprint
 from ftkit.engine.console import Console
+from ftkit.engine.rundir import lock
 from ftkit.errors import UsageError
 
 

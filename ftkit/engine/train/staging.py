@@ -13,7 +13,7 @@ from torch import nn
 
 from ftkit.errors import UsageError
 from ftkit.optimizers import Optimizer
-from ftkit.plan import Stage
+from ftkit.plan.stages import Stage
 
 
 def make_optimizer(optimizer: Optimizer, model: nn.Module) -> torch.optim.Optimizer:
@@ -50,8 +50,8 @@ def apply_stage(model: nn.Module, optimizer: torch.optim.Optimizer, stage: Stage
                 "lr": group.lr,
                 "initial_lr": group.lr,  # the schedule scales this, per group
                 "weight_decay": group.weight_decay,
-                "name": group.label,
-                "group": group.name,
+                "name": group.name,  # the plan's group, as in plan.json
+                "label": group.label,  # the part of it: "/no_decay", "/new"
                 "l2sp": group.l2sp,
             }
         )

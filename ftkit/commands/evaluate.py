@@ -1,6 +1,6 @@
 """Scoring weights on a dataset's validation split: ``ftkit eval`` (one
 checkpoint), ``ftkit interpolate`` and ``ftkit soup`` (many mixes of weights,
-engine/weight_space.py) share one ``Evaluator``, built once per command."""
+commands/weight_space.py) share one ``Evaluator``, built once per command."""
 
 from __future__ import annotations
 
@@ -15,21 +15,22 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from ftkit.checkpoint import atomic_write
+from ftkit.commands.calibration import calibrated, doubts, fit_temperature
 from ftkit.config import Config, read_run_config, run_dir_of
-from ftkit.data import is_folder
 from ftkit.data.folders import SPLIT_FILE, hold_back_added, split_record
-from ftkit.engine.calibration import calibrated, doubts, fit_temperature
-from ftkit.engine.checkpoint import atomic_write
-from ftkit.engine.distributed import pick_device, scoring_batches
-from ftkit.engine.loop import evaluate
-from ftkit.engine.loss import make_loss
-from ftkit.engine.record import PER_CLASS
-from ftkit.engine.resume import check_run_data
+from ftkit.data.load import is_folder
+from ftkit.engine.rundir.resume import check_run_data
 from ftkit.engine.summary import json_text
+from ftkit.engine.train.criterion import make_loss
+from ftkit.engine.train.distributed import scoring_batches
+from ftkit.engine.train.loop import evaluate
 from ftkit.errors import UsageError
 from ftkit.models.weights import fit_weights, read_state, weights_file
 from ftkit.plugins.manager import Plugins
+from ftkit.plugins.records import PER_CLASS
 from ftkit.prepare import model_data, prepare
+from ftkit.resolve import pick_device
 
 CALIBRATION = "calibration.json"  # in the run directory: --calibrate's temperature
 

@@ -32,11 +32,10 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from ftkit.config import Config
-from ftkit.engine.distributed import pick_device
 from ftkit.errors import UsageError
-from ftkit.models import build_model, model_family
 from ftkit.plugins.manager import Plugins
 from ftkit.prepare import Prepared, model_data, prepare
+from ftkit.resolve import build_model, model_family, pick_device
 
 MAX_SAMPLES = 1000  # per split: seconds on a CPU, and plenty for a linear probe's score
 L2 = 1e-2

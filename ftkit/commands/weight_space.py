@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
+from ftkit.checkpoint import BEST, START, save_weights
+from ftkit.commands.evaluate import Evaluator
 from ftkit.config import Config
-from ftkit.engine.checkpoint import BEST, START, save_weights
-from ftkit.engine.evaluate import Evaluator
-from ftkit.engine.resume import check_run_data
+from ftkit.engine.rundir.resume import check_run_data
 from ftkit.errors import UsageError
 from ftkit.models.weights import read_state
 from ftkit.plugins.manager import Plugins

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import ConcatDataset, Sampler
 
-from ftkit.errors import UsageError
+from ftkit.resolve import pick_device
 
 
 @dataclass(frozen=True)
@@ -75,28 +75,6 @@ def setup(device: str) -> tuple[World, torch.device]:
         torch.cuda.set_device(local)
         return World(dist.get_rank(), size), torch.device("cuda", local)
     return World(dist.get_rank(), size), torch.device("cpu")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(
-            f"--device: unknown device '{name}'; use cpu, cuda, cuda:N, mps or auto"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available on this machine")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise UsageError(
-            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
-        )
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"--device {name}: MPS (Apple GPU) is not available on this machine")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"--device {name}: not supported; use cpu, cuda, cuda:N, mps or auto")
-    return device
 
 
 def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:

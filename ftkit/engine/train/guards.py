@@ -1,0 +1,52 @@
+"""Guards that watch the steps of an epoch: the gradient norm, and non-finite
+steps (skipped; too many in a row stop the run). What decides after an epoch
+is ``engine/stoppers.py``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class GradNormAlert:
+    """Warn once when the gradient norm stays above ``limit`` for ``window``
+    steps in a row (seed 004: keep it under 10)."""
+
+    limit: float
+    window: int = 20
+    streak: int = 0
+    alerted: bool = False
+    clip: float | None = None  # --clip-grad-norm: the norm watched is measured before it
+
+    def update(self, norm: float) -> str | None:
+        self.streak = self.streak + 1 if norm > self.limit else 0
+        if self.streak >= self.window and not self.alerted:
+            self.alerted = True
+            head = (
+                f"gradient norm above {self.limit:g} for {self.streak} steps in a row "
+                f"(now {norm:.3g}"
+            )
+            if self.clip is None:
+                return f"{head}): the LR may be too high; consider --clip-grad-norm"
+            return (
+                f"{head}, measured before clipping to {self.clip:g}): every step is being "
+                "clipped, so the LR may be too high; consider a lower --lr"
+            )
+        return None
+
+
+@dataclass
+class NonFinite:
+    """Counts skipped steps; too many in a row stops the run."""
+
+    limit: int
+    streak: int = 0
+    total: int = 0
+
+    def skipped(self) -> bool:
+        self.streak += 1
+        self.total += 1
+        return self.streak >= self.limit
+
+    def ok(self) -> None:
+        self.streak = 0
