@@ -47,6 +47,16 @@ class Prepared:
         request = replace(self.request, lr=lr)
         return make_plan(self.strategy, self.anatomy, request, loss=self.loss)
 
+    def table(self) -> str:
+        """What ``ftkit plan`` prints: the plan table and where the weights come from."""
+        from ftkit.plan_report import plan_table
+
+        return plan_table(self.plan, self.anatomy, self.config, self.start_lines())
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``ftkit plan --json`` prints (and plan.json holds)."""
+        return {**self.plan.to_json(), **self.start_json()}
+
     def start_lines(self) -> list[str]:
         """Where the weights come from and what images they want, for people."""
         pre = self.preprocessing

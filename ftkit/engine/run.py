@@ -1,8 +1,11 @@
 """``ftkit run``: open the world (one process or torchrun's ranks), reopen
-the run to resume if asked, run a ``Session``, and turn how it ended into
-the exit code."""
+the run to resume if asked, run a ``Session``: ``execute`` says how it ended
+(``ftkit.run`` returns that), ``start`` turns it into the exit code."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
 
 from ftkit.config import Config
 from ftkit.engine.console import Console
@@ -12,14 +15,35 @@ from ftkit.engine.rundir.resume import open_resume
 from ftkit.engine.session import Session
 from ftkit.engine.train import distributed
 from ftkit.plugins.manager import Plugins
+from ftkit.plugins.records import Summary
 
-__all__ = ["start"]
+__all__ = ["Outcome", "execute", "start"]
 
 EXIT_OK, EXIT_GUARD, EXIT_INTERRUPTED = 0, 3, 130
 GUARD_STOPS = ("baseline-guard", "non-finite")
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended. ``summary`` is None when there was nothing to run
+    (``--resume`` of a run that had finished)."""
+
+    stop_reason: str
+    dir: Path
+    summary: Summary | None
+
+    @property
+    def exit_code(self) -> int:
+        if self.stop_reason == "interrupted":
+            return EXIT_INTERRUPTED
+        return EXIT_GUARD if self.stop_reason in GUARD_STOPS else EXIT_OK
+
+
 def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
+    return execute(config, plugins, resume).exit_code
+
+
+def execute(config: Config, plugins: Plugins, resume: str | None = None) -> Outcome:
     world, device = distributed.setup(config.device)
     console = Console(main=world.main)  # known before --resume speaks: rank 0 only
     finished = False
@@ -28,11 +52,12 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
         if resume:
             opened = open_resume(resume, config, console)
             if opened is None:
-                return EXIT_OK
+                return Outcome("completed", Path(resume), None)
             run_dir, saved = opened
         unsaved = Unsaved()
         try:
-            reason = Session(config, plugins, world, device, console, saved, run_dir, unsaved).run()
+            session = Session(config, plugins, world, device, console, saved, run_dir, unsaved)
+            reason = session.run()
         except BaseException:
             unsaved.discard(console)
             raise
@@ -40,6 +65,4 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
     finally:
         lock.release_all()
         distributed.shutdown(world, finished)
-    if reason == "interrupted":
-        return EXIT_INTERRUPTED
-    return EXIT_GUARD if reason in GUARD_STOPS else EXIT_OK
+    return Outcome(reason, session.out.path, session.summary)

@@ -49,7 +49,7 @@ from ftkit.loggers.tensorboard import TensorBoard
 from ftkit.models.weights import read_state
 from ftkit.plan.stages import Stage, steps_per_epoch
 from ftkit.plugins.manager import Plugins
-from ftkit.plugins.records import EpochRecord
+from ftkit.plugins.records import EpochRecord, Summary
 from ftkit.plugins.run import Run
 from ftkit.prepare import input_size_problem, model_data, prepare_run
 from ftkit.resolve import model_family
@@ -97,6 +97,7 @@ class Session:
     ) -> None:
         self.world, self.console, self.saved = world, console, saved
         self.unsaved = unsaved or Unsaved()
+        self.summary: Summary | None = None  # how the run ended, once it has
         seed_everything(config.seed)
         # Every check of bad input, shared with plan; a resume loads its own weights.
         prepared = prepare_run(config, plugins, load_weights=not saved)
@@ -354,6 +355,7 @@ class Session:
             guard=self.stoppers.guard,
             lr=self.config.lr,
         )
+        self.summary = summary
         try:  # summary.json (when finished), plugins (the table, TensorBoard), `last`
             if summary.finished and self.world.main:
                 self.out.write_summary(summary.to_json())
