@@ -5,17 +5,16 @@ plan; it never touches torch, so ``ftkit strategies`` stays fast.
 """
 
 import ftkit
-from ftkit.plan.strategy import group, single_stage
 
 
 def build(anatomy, req):
     head = anatomy.params_of(anatomy.head)
     biases = [p for p in anatomy.params_of(anatomy.backbone) if p.endswith(".bias")]
-    return single_stage(
+    return ftkit.single_stage(
         "bitfit",
         req.epochs,
-        group("biases", biases, req.lr * req.options["bias_lr_mult"]),
-        group("head", head, req.lr),
+        ftkit.group("biases", biases, req.lr * req.options["bias_lr_mult"]),
+        ftkit.group("head", head, req.lr),
     )
 
 

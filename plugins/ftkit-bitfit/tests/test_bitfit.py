@@ -7,29 +7,24 @@ import ftkit_bitfit
 import pytest
 import torchvision
 
-from ftkit.models.torchvision import ftkit_register_anatomies
-from ftkit.plan import make_plan
-from ftkit.plan.options import resolve_options
-from ftkit.plan.strategy import PlanRequest
+from ftkit import testing
 
 
 @pytest.fixture(scope="module")
-def resnet_anatomy():
-    providers = []
-    ftkit_register_anatomies(register=providers.append)
-    return providers[0].build(torchvision.models.resnet18(num_classes=10))
+def plugins():
+    return testing.plugins(ftkit_bitfit.__name__)
 
 
-def bitfit():
-    registered = []
-    ftkit_bitfit.ftkit_register_strategies(register=registered.append)
-    return registered[0]
+@pytest.fixture(scope="module")
+def resnet_anatomy(plugins):
+    return testing.anatomy_of(torchvision.models.resnet18(num_classes=10), plugins)
 
 
-def test_trains_only_biases_and_head(resnet_anatomy):
-    strategy = bitfit()
-    opts = resolve_options(strategy.all_options(), {"bias_lr_mult": "2"}, "test")
-    plan = make_plan(strategy, resnet_anatomy, PlanRequest(1e-4, 3, opts), loss="ce")
+def test_trains_only_biases_and_head(plugins, resnet_anatomy):
+    options = {"bias_lr_mult": 2}
+    plan = testing.plan(
+        "bitfit", resnet_anatomy, plugins=plugins, lr=1e-4, epochs=3, options=options
+    )
     (stage,) = plan.stages
     lrs = {p: g.lr for g in stage.groups for p in g.params}
     # A ResNet-18's convolutions have no bias: its backbone biases are those

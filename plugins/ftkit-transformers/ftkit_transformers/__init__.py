@@ -30,7 +30,6 @@ registration.
 from importlib.metadata import PackageNotFoundError, version
 
 import ftkit
-from ftkit.tasks import classification_metrics
 
 try:
     __version__ = version("ftkit-transformers")
@@ -98,7 +97,7 @@ def ftkit_register_tasks(register):
             "classification",  # labels as the classification task has them: one class each
             "val_accuracy",
             ("val_accuracy", "val_macro_f1", "val_loss"),
-            classification_metrics,
+            ftkit.classification_metrics,
             "f1_per_class",
             load_data=load_data,
         )

@@ -21,9 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ftkit.errors import UsageError
-from ftkit.models.family import NamedWeights
-from ftkit.plan.anatomy import BACKBONE, HEAD, from_prefixes
+from ftkit import BACKBONE, HEAD, NamedWeights, UsageError, from_prefixes, hub_file, read_state
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 # Buffers older checkpoints saved and transformers no longer does: not weights.
@@ -53,7 +51,6 @@ def model_folder(rest: str) -> Path:
         return path
     if path.exists() or rest.startswith((".", "/", "~")) or rest.count("/") > 1:
         raise UsageError(f"--model hf:{rest}: model folder '{rest}' not found")
-    from ftkit.models.hub import hub_file
 
     try:
         return hub_file(rest, "config.json", f"--model hf:{rest}").parent
@@ -111,7 +108,6 @@ def pretrained_weights(rest: str, name: str) -> NamedWeights:
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    from ftkit.models.weights import read_state
 
     if path.name.endswith(".index.json"):  # sharded: the index names the files
         shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))

@@ -30,8 +30,7 @@ import csv
 import json
 from pathlib import Path
 
-from ftkit import DataSplits
-from ftkit.errors import UsageError
+from ftkit import DataSplits, UsageError
 
 MAX_LENGTH = 128
 SUFFIXES = (".csv", ".jsonl", ".json")

@@ -18,13 +18,7 @@ TOOLS = Path(__file__).resolve().parent.parent / "tools"
 sys.path.insert(0, str(TOOLS))
 from rotten_tomatoes import minilm_folder, write  # noqa: E402
 
-from ftkit.config import Config  # noqa: E402
-from ftkit.errors import UsageError  # noqa: E402
-from ftkit.plan import make_plan  # noqa: E402
-from ftkit.plan.options import resolve_options  # noqa: E402
-from ftkit.plan.strategy import PlanRequest  # noqa: E402
-from ftkit.plugins.manager import Plugins  # noqa: E402
-from ftkit.prepare import prepare  # noqa: E402
+from ftkit import UsageError, plan_run, testing  # noqa: E402
 
 MINILM = f"hf:{minilm_folder()}"
 REGROUP = (
@@ -71,32 +65,27 @@ def reviews(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def prepared(reviews):
-    config = Config(
-        task="text-classification",
-        model=MINILM,
-        data=str(reviews),
-        weights="pretrained",
-        strategy="full",
-        lr=1e-4,
-        epochs=4,
-    )
     # This package by name, whether or not the entry points load (the root suite's
     # conftest turns them off).
-    before = os.environ.get("FTKIT_DISABLE_PLUGIN_AUTOLOAD")
-    os.environ["FTKIT_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    try:
-        plugins = Plugins(["ftkit_transformers"])
-    finally:
-        if before is None:
-            del os.environ["FTKIT_DISABLE_PLUGIN_AUTOLOAD"]
-    return plugins, prepare(config, plugins)
+    with testing.entry_points(False):
+        planned = plan_run(
+            task="text-classification",
+            model=MINILM,
+            data=str(reviews),
+            weights="pretrained",
+            strategy="full",
+            lr=1e-4,
+            epochs=4,
+            plugins=["ftkit_transformers"],
+        )
+    return testing.plugins("ftkit_transformers"), planned
 
 
 def plan_of(plugins, anatomy, strategy: str, epochs: int = 4, **options: str):
-    chosen = plugins.strategies.get(strategy)
-    opts = resolve_options(chosen.all_options(), options, "test")
-    request = PlanRequest(1e-4, epochs, opts, pretrained=True, new_head=True)
-    return make_plan(chosen, anatomy, request, loss="ce")
+    return testing.plan(
+        strategy, anatomy, plugins=plugins, lr=1e-4, epochs=epochs, options=options,
+        pretrained=True, new_head=True,
+    )  # fmt: skip
 
 
 def lrs_and_counts(stage):
@@ -352,8 +341,8 @@ def test_listed_with_its_version_and_strategies_unchanged():
 
 def test_help_imports_neither_torch_nor_transformers():
     code = (
-        "import sys\nfrom ftkit.cli import main\n"
-        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "import sys\nfrom ftkit import testing\n"
+        "print(testing.cli('--help').stdout)\n"
         "import ftkit_transformers\n"
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
         "assert not bad, bad\n"
