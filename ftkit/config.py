@@ -13,12 +13,11 @@ import functools
 import os
 import re
 import tempfile
+import tomllib
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 import ftkit.data.augment as augment_spec
 from ftkit.data.load import is_folder

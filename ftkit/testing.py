@@ -21,7 +21,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ftkit.plan.anatomy import Anatomy, anatomy_of as _anatomy_of
+from ftkit.plan.anatomy import Anatomy
+from ftkit.plan.anatomy import anatomy_of as _anatomy_of
 from ftkit.plan.build import make_plan
 from ftkit.plan.options import resolve_options
 from ftkit.plan.stages import Plan

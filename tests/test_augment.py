@@ -4,9 +4,9 @@ mixed batches carry matching soft targets and loss, bad specs are one line."""
 from __future__ import annotations
 
 import math
+import tomllib
 
 import pytest
-import tomllib
 import torch
 import torch.nn.functional as F
 from conftest import one_line_error, read_jsonl
