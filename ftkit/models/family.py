@@ -49,7 +49,7 @@ class ModelFamily:
     default ImageNet ones. ``convert(state, model)`` is the library's own key
     converter for foreign checkpoints (timm's ``checkpoint_filter_fn``).
     ``split(model)`` gives the model as trunk then head
-    (``ftkit.engine.train.features.Split``), or None, so that a stage training only the
+    (``ftkit.models.split.Split``), or None, so that a stage training only the
     head can train it on the trunk's cached outputs (``--cache-features``).
     """
 
