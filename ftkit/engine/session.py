@@ -32,10 +32,7 @@ from ftkit.engine.rundir.layout import RunDir, Unsaved
 from ftkit.engine.stoppers import Stoppers
 from ftkit.engine.summary import empty_classes, summarize
 from ftkit.engine.train.criterion import make_loss
-from ftkit.engine.train.distributed import (
-    World,
-    epoch_seed,
-)
+from ftkit.engine.train.distributed import World, epoch_seed
 from ftkit.engine.train.drift import group_changes
 from ftkit.engine.train.ema import Ema
 from ftkit.engine.train.features import CachedFeatures, check_requested, why_not
@@ -123,7 +120,7 @@ class Session:
             run_dir = self.create_run_dir(prepared)
         assert run_dir is not None
         self.out = RunDir(run_dir, main=world.main)
-        # where the weights started, to measure how far each group moves (commands/diff.py)
+        # where the weights started, to measure how far each group moves (engine/train/drift.py)
         self.start_weights = self.starting_weights(saved)
         self.groups = {
             layer.name: prepared.anatomy.params_of([layer]) for layer in prepared.anatomy.layers

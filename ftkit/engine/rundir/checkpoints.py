@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 
 class Checkpoints:
+    """The ``last`` and ``best`` of one run."""
+
     def __init__(
         self,
         out: RunDir,
