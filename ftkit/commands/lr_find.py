@@ -44,9 +44,9 @@ from typing import Any
 import torch
 
 from ftkit.config import Config
-from ftkit.engine.session import loaders
 from ftkit.engine.train.criterion import make_loss
 from ftkit.engine.train.distributed import EpochSampler, World
+from ftkit.engine.train.loaders import batch_mix, loaders
 from ftkit.engine.train.loop import Loop, anchors
 from ftkit.engine.train.staging import apply_stage, make_optimizer, set_train_mode
 from ftkit.engine.train.state import rng_state, seed_everything, set_rng_state
@@ -128,7 +128,8 @@ def sweep(
             for _ in range(loop.accumulate):
                 x, y = next(batches)
                 with loop.autocast():
-                    batch_loss = loss_fn(net(loop.to_device(x)), y.to(loop.device))
+                    x, y = loop.batch(x, y)
+                    batch_loss = loss_fn(net(x), y)
                 loop.scaler.scale(batch_loss / loop.accumulate).backward()
                 loss += float(batch_loss.detach()) / loop.accumulate
             if loop.step(params, not math.isfinite(loss), lr / plan_lr) is None:
@@ -291,6 +292,7 @@ def find_lr(
     apply_stage(model, optimizer, stages[stage - 1])
     set_train_mode(model, stages[stage - 1])
     sampler, loader, _ = loaders(config, data, World(), device)
+    loop.mix = batch_mix(data)
     result = sweep(
         loop,
         epochs(sampler, loader),

@@ -169,6 +169,9 @@ class MixCollate:
         images, labels = default_collate(batch)
         return self.mix(images, labels)
 
+    # ftkit's own loaders collate as usual and mix on the device, in the training
+    # process (engine/train/loop.py: Loop.batch), so loader workers change nothing.
+
 
 class SampleDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __init__(
@@ -232,7 +235,18 @@ class SampleDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             )
         return self._transforms[size]
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``key``: an index, or ``(index, seed)`` from a training sampler: the
+        sample's augmentation then draws from ``seed`` alone, the same in the
+        training process and in any loader worker."""
+        if isinstance(key, int):
+            return self.item(key)
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.item(index)
+
+    def item(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = tv_tensors.Image(self.source.image(index))
         target = self.source.target(index)
         transform = self.transform((image.shape[-2], image.shape[-1]))

@@ -37,7 +37,7 @@ from ftkit.engine.train.drift import group_changes
 from ftkit.engine.train.ema import Ema
 from ftkit.engine.train.features import CachedFeatures, check_requested, why_not
 from ftkit.engine.train.guards import GradNormAlert, NonFinite
-from ftkit.engine.train.loaders import loaders
+from ftkit.engine.train.loaders import batch_mix, loaders
 from ftkit.engine.train.loop import EpochProgress, Loop, NonFiniteStop, anchors
 from ftkit.engine.train.staging import apply_stage, make_optimizer, set_train_mode
 from ftkit.engine.train.state import RunState, checkpoint, restore, seed_everything, set_rng_state
@@ -147,6 +147,7 @@ class Session:
         if config.ema is not None:
             self.loop.ema = Ema(self.model, config.ema)
         self.sampler, self.train_loader, self.val_loader = loaders(config, self.data, world, device)
+        self.loop.mix = batch_mix(self.data)
         self.loader, self.loader_stage = self.train_loader, -1
         self.epoch_steps = steps_per_epoch(
             len(self.data.train),  # type: ignore[arg-type]

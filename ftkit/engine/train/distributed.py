@@ -108,24 +108,36 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
-class EpochSampler(Sampler[int]):
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one sample's augmentation in one epoch: the same in the
+    training process and in any loader worker, so workers change speed,
+    never results."""
+    return (epoch_seed(seed, epoch) * 1_000_003 + index) % 2**63
+
+
+class EpochSampler(Sampler[Any]):
     """A shuffle that is a function of (seed, epoch), able to start mid-epoch
     (a resumed run replays exactly the batches the interrupted one would
     have), and shared out by stride: with N ranks of batch B, the global batch
-    is the same B x N samples a single process with batch B x N would take."""
+    is the same B x N samples a single process with batch B x N would take.
+    ``keyed``: yield ``(index, sample_seed)`` for a dataset that seeds each
+    sample's augmentation (``SampleDataset``), not the bare index."""
 
-    def __init__(self, size: int, seed: int, world: World = World()) -> None:
-        self.size, self.seed, self.world = size, seed, world
+    def __init__(self, size: int, seed: int, world: World = World(), keyed: bool = False) -> None:
+        self.size, self.seed, self.world, self.keyed = size, seed, world, keyed
         self.epoch = self.skip = 0
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         self.epoch, self.skip = epoch, skip
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[Any]:
         g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         order = torch.randperm(self.size, generator=g)
         order = order[: len(order) - len(order) % self.world.size]  # equal shares
-        return iter(order[self.world.rank :: self.world.size][self.skip :].tolist())
+        mine = order[self.world.rank :: self.world.size][self.skip :].tolist()
+        if not self.keyed:
+            return iter(mine)
+        return iter([(i, sample_seed(self.seed, self.epoch, i)) for i in mine])
 
     def __len__(self) -> int:
         return self.size // self.world.size - self.skip

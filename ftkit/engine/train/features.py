@@ -74,7 +74,8 @@ class CachedFeatures(Dataset[tuple[Any, torch.Tensor]]):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, index: int) -> tuple[Any, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, torch.Tensor]:
+        index = key if isinstance(key, int) else key[0]  # a training sampler's (index, seed)
         return self.features[index], self.targets[index]
 
 

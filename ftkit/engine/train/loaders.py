@@ -1,15 +1,62 @@
 """The loaders of a run (and of ``ftkit lr-find``): the training sampler and
-loader, and the validation loader in batches of one image size."""
+loader, and the validation loader in batches of one image size.
+
+Workers change speed, never results: a training sample's augmentation draws
+from its own seed (``distributed.sample_seed``), MixUp and CutMix run in the
+training process (``Loop.batch``), and the shuffle is the sampler's.
+"""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
 from ftkit.config import Config
+from ftkit.data.load import is_folder
+from ftkit.data.transforms import MixCollate, SampleDataset
 from ftkit.engine.train.distributed import EpochSampler, ShardSampler, World, scoring_batches
+
+MAX_AUTO_WORKERS = 8
+PREFETCH_FACTOR = 2  # batches each worker keeps ready (torch's default, stated)
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    workers: int
+    pin_memory: bool
+    why: str  # how --workers came to this number
+
+    def line(self) -> str:
+        """What ``ftkit plan`` prints."""
+        prefetch = f", {PREFETCH_FACTOR} batches ahead each" if self.workers else ""
+        return (
+            f"loader: {self.workers} worker process(es) ({self.why}){prefetch}, "
+            f"pin_memory {'on' if self.pin_memory else 'off'}"
+        )
+
+
+def loader_settings(config: Config, device_type: str, world_size: int = 1) -> LoaderSettings:
+    """``--workers auto``: Lightning's rule for data read from files (the cores
+    this process may use, shared among the node's ranks, one left for the
+    training process; at most 8), none for an in-memory built-in set."""
+    pin = device_type == "cuda"
+    if config.workers != "auto":
+        return LoaderSettings(int(config.workers), pin, "--workers")
+    if not is_folder(config.data):
+        return LoaderSettings(0, pin, "auto: in-memory data")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    workers = min(MAX_AUTO_WORKERS, max(0, (cores or 1) // max(local, 1) - 1))
+    return LoaderSettings(workers, pin, f"auto: {cores} cores / {local} rank(s) - 1")
+
+
+def batch_mix(data: Any) -> Any:
+    """MixUp/CutMix of the data's training batches, for ``Loop.mix``, or None."""
+    return data.collate.mix if isinstance(data.collate, MixCollate) else None
 
 
 def loaders(
@@ -17,24 +64,32 @@ def loaders(
 ) -> tuple[EpochSampler, DataLoader, DataLoader]:
     """The training sampler and loader (this rank's share of a (seed, epoch)
     shuffle), and the validation loader (this rank's share, in order)."""
-    sampler = EpochSampler(len(data.train), config.seed, world)
+    settings = loader_settings(config, device.type, world.size)
+    keyed = isinstance(data.train, SampleDataset)  # it seeds each sample from its key
+    sampler = EpochSampler(len(data.train), config.seed, world, keyed=keyed)
+    workers = settings.workers
+    ahead: dict[str, Any] = (
+        {"persistent_workers": True, "prefetch_factor": PREFETCH_FACTOR} if workers else {}
+    )
     # The loader draws worker seeds from its own generator: an iterator made
-    # mid-epoch on resume must not consume the global RNG that augmentation uses.
+    # mid-epoch on resume must not consume the global RNG.
     train_loader = DataLoader(
         data.train,
         batch_size=config.batch_size,
         sampler=sampler,
         drop_last=True,
-        num_workers=config.workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=config.workers > 0,
+        num_workers=workers,
+        pin_memory=settings.pin_memory,
         generator=torch.Generator().manual_seed(config.seed),
-        collate_fn=data.collate,  # MixUp/CutMix, when asked for
+        # a dataset's own batching (a text task's padding) is kept; mixing is Loop.batch's
+        collate_fn=None if batch_mix(data) else data.collate,
+        **ahead,
     )
     val_loader = DataLoader(
         data.val,
         **scoring_batches(data.val, config.batch_size, ShardSampler(len(data.val), world)),
-        num_workers=config.workers,
-        pin_memory=device.type == "cuda",
+        num_workers=workers,
+        pin_memory=settings.pin_memory,
+        **ahead,
     )
     return sampler, train_loader, val_loader

@@ -81,9 +81,17 @@ class Loop:
     anchors: dict[Any, torch.Tensor] = field(default_factory=dict)  # param -> start (L2-SP)
     ema: Ema | None = None  # --ema
     window: tuple[int, int] | None = None  # --eval-mode slide: the window scored at a time
+    mix: Callable[[Any, torch.Tensor], tuple[Any, torch.Tensor]] | None = None  # MixUp/CutMix
 
     def __post_init__(self) -> None:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
+
+    def batch(self, x: Any, y: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        """A training batch on the device, mixed by MixUp/CutMix when asked
+        (``mix``): here, in the training process, on its RNG, so the batches
+        are the same whatever the loader's workers (timm mixes here too)."""
+        x, y = self.to_device(x), y.to(self.device, non_blocking=True)
+        return self.mix(x, y) if self.mix is not None else (x, y)
 
     def to_device(self, x: Any) -> Any:
         """A batch of images, or of cached features (a list of tensors)."""
@@ -125,9 +133,8 @@ class Loop:
         start, bad = time.perf_counter(), False
         self.optimizer.zero_grad(set_to_none=True)
         net = self.net or self.model
-        for x, y in loader:
-            x = self.to_device(x)
-            y = y.to(self.device, non_blocking=True)
+        for batch in loader:
+            x, y = self.batch(*batch)
             with self.autocast():
                 loss = loss_fn(net(x), y)
             value = float(loss.detach())
