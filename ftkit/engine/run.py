@@ -26,7 +26,7 @@ def start(config: Config, plugins: Plugins, resume: str | None = None) -> int:
     try:
         run_dir, saved = None, None
         if resume:
-            opened = open_resume(resume, config, console)
+            opened = open_resume(resume, config, console, plugins.option_list())
             if opened is None:
                 return EXIT_OK
             run_dir, saved = opened
