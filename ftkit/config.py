@@ -4,6 +4,8 @@ Each field is a command-line option (``--batch-size``), an environment
 variable (``FTKIT_BATCH_SIZE``) and a key of the TOML config file. Precedence:
 command line, then environment, then ``--config FILE``, then the defaults.
 Strategy options live in ``[strategy]`` in the file and ``-o KEY=VALUE``.
+Plugins' options (``ftkit_add_options``) are the same, kept by name in
+``plugin_options``: top-level keys of the file and of the run's ``config.toml``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 import tempfile
 import tomllib
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -308,6 +311,8 @@ class Config:
     out: str | None = opt(None, "run directory [default: runs/<time>-<strategy>]", trains=False)
     strategy_options: dict[str, Any] = field(default_factory=dict)
     plugins: tuple[str, ...] = ()
+    # The plugins' own options (ftkit_add_options) by name, defaults filled in.
+    plugin_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A dataset folder by its absolute path, so a run directory names the same
@@ -338,9 +343,13 @@ class Config:
         lines = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("strategy_options", "strategy") or value is None:
+            if f.name in ("strategy_options", "strategy", "plugin_options") or value is None:
                 continue
             lines.append(f"{f.name} = {_toml_value(value)}")
+        # top-level keys, as a --config file gives them
+        lines += [
+            f"{k} = {_toml_value(v)}" for k, v in self.plugin_options.items() if v is not None
+        ]
         if data_fingerprint:
             # Read back by eval and --resume (ignored as an option): they refuse
             # data that changed since the run.
@@ -385,7 +394,17 @@ def option_of(f: Any) -> Option:
     )
 
 
-def load_file(path: str) -> dict[str, Any]:
+def load_file(path: str, plugin_options: Iterable[str] = ()) -> dict[str, Any]:
+    """A config file's values, every key checked: ``Config``'s options and the
+    names in ``plugin_options`` (the loaded plugins' options)."""
+    data = read_file(path)
+    check_keys(data, path, plugin_options)
+    return data
+
+
+def read_file(path: str) -> dict[str, Any]:
+    """A config file's values, unchecked: its keys can be told from typos only once
+    the plugins it names (``plugins = [...]``) say which options they add."""
     try:
         with open(path, "rb") as fh:
             data = _strategy_beside_its_table(fh.read().decode("utf-8"))
@@ -397,7 +416,17 @@ def load_file(path: str) -> dict[str, Any]:
         raise UsageError(f"config file '{path}' is not valid TOML: {exc}") from None
     except OSError as exc:
         raise UsageError(f"config file '{path}' cannot be read: {exc.strerror}") from None
+    if (Path(path).parent / "plan.json").is_file():  # a run's own record
+        # Runs recorded before these options existed squashed their images and used
+        # their weights' (ImageNet) statistics: read back, they keep doing so.
+        data = {**RECORDED_BEFORE, **data}
+    return data
+
+
+def check_keys(data: dict[str, Any], path: str, plugin_options: Iterable[str] = ()) -> None:
+    """Refuse a key that is no option: a close match is a typo's suggestion."""
     known = {f.name for f in option_fields()} | {"strategy", "plugins", DATA_FINGERPRINT}
+    known |= set(plugin_options)
     for key in data:
         name = key.replace("-", "_")
         if name == "from":
@@ -412,11 +441,37 @@ def load_file(path: str) -> dict[str, Any]:
                 else "; a strategy's options (see 'ftkit strategies') go in its [strategy] table"
             )
             raise UsageError(f"config file '{path}': unknown key '{key}'{hint}")
-    if (Path(path).parent / "plan.json").is_file():  # a run's own record
-        # Runs recorded before these options existed squashed their images and used
-        # their weights' (ImageNet) statistics: read back, they keep doing so.
-        data = {**RECORDED_BEFORE, **data}
-    return data
+
+
+def plugins_of(file_values: dict[str, Any], where: str) -> tuple[str, ...]:
+    """A config file's ``plugins = ["module", ...]``."""
+    modules = file_values.get("plugins", [])
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise UsageError(f"{where}: plugins must be a list of module names, got {modules!r}")
+    return tuple(modules)
+
+
+# The options every run command takes beside Config's (ftkit/cli/options.py).
+SHARED_FLAGS = {"config": "--config", "plugin": "--plugin", "set": "-o/--set"}
+
+
+def own_names() -> dict[str, str]:
+    """What a plugin's option may not be called: every name, flag and config-file
+    key of ftkit's own options, each to the option it is (for the error)."""
+    own: dict[str, str] = {}
+    for f in fields(Config):
+        if "help" not in f.metadata:  # strategy_options, plugins, plugin_options
+            own[f.name] = f"'{f.name}'"
+            continue
+        flag = flag_of(f)
+        own[f.name] = own[flag] = flag
+        if field_type(f) is bool or f.metadata.get("off") is not None:
+            own[f"--no-{flag[2:]}"] = flag
+    own[DATA_FINGERPRINT] = f"'{DATA_FINGERPRINT}' (a run's config.toml)"
+    own["from"] = "--from"
+    for name, flag in SHARED_FLAGS.items():
+        own[name] = own[f"--{name}"] = flag
+    return own
 
 
 RECORDED_BEFORE = {"resize": "squash", "normalize": "weights"}
@@ -492,9 +547,11 @@ def build_config(
     strategy_options: dict[str, Any],
     plugins: tuple[str, ...],
     where: str = "config",
+    plugin_options: Iterable[Option] = (),
 ) -> Config:
     """Merge the file and the command line (already holding the environment),
-    then check every value's type and range."""
+    then check every value's type and range. ``plugin_options`` are the loaded
+    plugins' options: given or not, each is in ``Config.plugin_options``."""
     merged: dict[str, Any] = {}
     file_strategy: dict[str, Any] = {}
     for key, value in file_values.items():
@@ -505,7 +562,7 @@ def build_config(
             if "name" in file_strategy:
                 merged["strategy"] = file_strategy.pop("name")
         elif name == "plugins":
-            plugins = tuple(value) + plugins
+            plugins = plugins_of(file_values, where) + plugins
         else:
             merged[name] = value
     merged.update({k: v for k, v in cli_values.items() if v is not None})
@@ -514,7 +571,11 @@ def build_config(
         if f.name in merged:
             values[f.name] = option_of(f).parse(merged[f.name], where)
     options = {k.replace("-", "_"): v for k, v in {**file_strategy, **strategy_options}.items()}
-    return replace(Config(**values), strategy_options=options, plugins=plugins)
+    own = {
+        o.name: o.parse(merged[o.name], where) if o.name in merged else o.default
+        for o in plugin_options
+    }
+    return replace(Config(**values), strategy_options=options, plugins=plugins, plugin_options=own)
 
 
 def _toml_value(value: Any) -> str:

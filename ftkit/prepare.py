@@ -187,6 +187,7 @@ def prepare(config: Config, plugins: Plugins, *, load_weights: bool = True) -> P
     evaluation loads its own); the plan is the same either way."""
     from ftkit.resolve import build_model, load_start_weights, preprocessing
 
+    config = with_plugin_options(config, plugins)
     task = plugins.tasks.get(config.task)
     if config.model is None and config.task not in DEFAULT_MODELS:
         # A plugin's task: the default model of the labels it uses.
@@ -446,14 +447,41 @@ def train_crop(config: Config) -> Any:
     return TrainCrop(crop_size(config.crop), config.cat_max_ratio) if config.crop else None
 
 
+def with_plugin_options(config: Config, plugins: Plugins) -> Config:
+    """``config`` with every loaded plugin's option (``ftkit_add_options``): those
+    not given at their defaults, so that the run records them; a name no plugin
+    adds is refused (``make_config`` checked the values themselves)."""
+    from ftkit.errors import unknown
+
+    declared = {option.name: option for option in plugins.option_list()}
+    for name in config.plugin_options:
+        if name not in declared:
+            raise unknown("plugin option", name, declared)
+    filled = {n: config.plugin_options.get(n, o.default) for n, o in declared.items()}
+    return config if filled == config.plugin_options else replace(config, plugin_options=filled)
+
+
+def takes_options(load: Any) -> bool:
+    """Whether a task's ``load_data`` takes ``options=`` (older plugins' do not)."""
+    import inspect
+
+    try:
+        params = inspect.signature(load).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        return False
+    return any(p.name == "options" or p.kind is p.VAR_KEYWORD for p in params)
+
+
 def open_data(config: Config, plugins: Plugins, num_classes: int | None = None) -> DataSplits:
     from ftkit.data.load import load_data
 
     task = plugins.tasks.get(config.task)
     if task.load_data is not None:  # a task that reads its own data (text, ...)
+        extra = {"options": dict(config.plugin_options)} if takes_options(task.load_data) else {}
         return task.load_data(
-            config.data, model=config.model_spec, seed=config.seed, num_classes=num_classes
-        )
+            config.data, model=config.model_spec, seed=config.seed, num_classes=num_classes,
+            **extra,
+        )  # fmt: skip
     return load_data(
         config.data,
         plugins.tasks.get(config.task).targets,

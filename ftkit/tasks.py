@@ -35,7 +35,11 @@ class Task:
     ``--data`` itself and returns an ``ftkit.data.DataSplits`` (a task whose
     inputs are not images: text tokenised by the model's tokenizer, ``model``
     being the ``--model`` spec). Its ``collate`` batches the training items
-    (dynamic padding); validation batches are stacked as they are.
+    (dynamic padding); validation batches are stacked as they are. When its
+    signature takes ``options`` (or ``**kwargs``), it is also called with
+    ``options=``: the plugins' command-line options (``ftkit_add_options``),
+    a dict of name to value, defaults filled in (``config.plugin_options``).
+    ``load_data`` without it is called as before.
     """
 
     name: str

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from ftkit.cli.options import (
+    PluginOptionsCommand,
     check_plot,
     eval_options,
     plot_option,
@@ -23,15 +24,9 @@ from ftkit.cli.options import (
 )
 from ftkit.cli.tools import advise, lr_find
 from ftkit.cli.weights import diff, interpolate, soup
-from ftkit.config import (
-    build_config,
-    check_output_dir,
-    load_file,
-    run_dir_of,
-)
+from ftkit.config import check_output_dir, run_dir_of
 from ftkit.configure import make_config
 from ftkit.errors import FtkitError, UsageError
-from ftkit.plan.options import parse_assignments
 from ftkit.plugins.manager import Plugins
 from ftkit.version import __version__
 
@@ -52,7 +47,7 @@ for command in (diff, interpolate, soup, lr_find, advise):  # in cli/weights.py 
     cli.add_command(command)
 
 
-@cli.command()
+@cli.command(cls=PluginOptionsCommand)
 @run_options
 @click.option("--json", "as_json", is_flag=True, help="print the plan as JSON")
 @plot_option("every group's LR over the run's steps")
@@ -87,7 +82,7 @@ def _steps_per_epoch(prepared: Any) -> int:
     return steps_per_epoch(len(prepared.data.train), config.batch_size, config.accumulate)
 
 
-@cli.command()
+@cli.command(cls=PluginOptionsCommand)
 @run_options
 @click.option(
     "--resume",
@@ -101,12 +96,12 @@ def run(config_file, assignments, plugin_modules, resume, **values):
 
     if resume:
         # The run's own options are the base; what is given now goes on top.
-        file_values = {**run_config(resume), **(load_file(config_file) if config_file else {})}
-        config = build_config(
-            file_values,
-            values,
-            parse_assignments(assignments),
+        config = make_config(
+            config_file,
+            assignments,
             plugin_modules,
+            values,
+            base=run_config(resume),
             where=f"{resume}/config.toml",
         )
     else:
@@ -114,7 +109,7 @@ def run(config_file, assignments, plugin_modules, resume, **values):
     sys.exit(start(config, Plugins(config.plugins), resume=resume))
 
 
-@cli.command(name="eval")
+@cli.command(name="eval", cls=PluginOptionsCommand)
 @click.option(
     "--checkpoint",
     required=True,

@@ -11,7 +11,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from ftkit.cli.options import check_plot, plot_option, run_options
+from ftkit.cli.options import PluginOptionsCommand, check_plot, plot_option, run_options
 from ftkit.configure import make_config
 from ftkit.plugins.manager import Plugins
 
@@ -21,7 +21,7 @@ def given_options(ctx: click.Context, leave_out: set[str]) -> list[str]:
     without those named in ``leave_out``."""
     words: list[str] = []
     seen: set[str] = set()
-    for param in ctx.command.params:
+    for param in ctx.command.get_params(ctx):  # the plugins' options too
         name = param.name or ""
         if name in leave_out or name in seen or not isinstance(param, click.Option):
             continue
@@ -53,7 +53,7 @@ LR_FIND_OWN = {
 }
 
 
-@click.command(name="lr-find")
+@click.command(name="lr-find", cls=PluginOptionsCommand)
 @run_options
 @click.option(
     "--start-lr",
@@ -169,7 +169,7 @@ def advise_options(command: Any) -> Any:
     return run_options(command, only=ADVISE_OPTIONS)
 
 
-@click.command()
+@click.command(cls=PluginOptionsCommand)
 @advise_options
 @click.option("--json", "as_json", is_flag=True, help="print the measurements and advice as JSON")
 @click.pass_context

@@ -50,7 +50,7 @@ def execute(config: Config, plugins: Plugins, resume: str | None = None) -> Outc
     try:
         run_dir, saved = None, None
         if resume:
-            opened = open_resume(resume, config, console)
+            opened = open_resume(resume, config, console, plugins.option_list())
             if opened is None:
                 return Outcome("completed", Path(resume), None)
             run_dir, saved = opened

@@ -10,11 +10,12 @@ plugins too, registered through these same hooks.
 Registration hooks receive a ``register`` callback and hand it one frozen
 object per thing, of the hook's own type (all importable from ``ftkit``):
 ``Strategy``, ``ModelFamily``, ``AnatomyProvider``, ``Loss``, ``Dataset``,
-``Task``, ``Optimizer``. Anything else is an error naming the plugin, the hook
-and the type expected. Registration hooks run once per process, when the
-registry of that kind is first needed. Lifecycle hooks run inside ``ftkit
-run``, on the main process only; each run also registers its own plugins for
-them (console, metrics.jsonl, TensorBoard, stoppers, checkpoints).
+``Task``, ``Optimizer``, and ``Option`` for ``ftkit_add_options``. Anything
+else is an error naming the plugin, the hook and the type expected.
+Registration hooks run once per process, when the registry of that kind is
+first needed. Lifecycle hooks run inside ``ftkit run``, on the main process
+only; each run also registers its own plugins for them (console,
+metrics.jsonl, TensorBoard, stoppers, checkpoints).
 
 ``FTKIT_TRACE_PLUGINS=1`` traces every hook call to stderr.
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from ftkit.models.family import ModelFamily
     from ftkit.optimizers import Optimizer
     from ftkit.plan.anatomy import AnatomyProvider
+    from ftkit.plan.options import Option
     from ftkit.plan.stages import Stage
     from ftkit.plan.strategy import Strategy
     from ftkit.plugins.records import EpochRecord, Summary
@@ -138,7 +140,9 @@ def ftkit_register_tasks(register: Callable[[Task], None]) -> None:
     num_classes=)``: it opens ``--data`` itself (``model`` is the ``--model``
     spec, for its tokenizer) and returns an ``ftkit.data.DataSplits`` whose
     ``collate`` batches training items (dynamic padding; validation items are
-    stacked as they are). See ``plugins/ftkit-transformers``.
+    stacked as they are). When its signature takes ``options=`` (or
+    ``**kwargs``) it also gets the plugins' options (``ftkit_add_options``) as a
+    dict of name to value. See ``plugins/ftkit-transformers``.
 
     Example::
 
@@ -160,6 +164,38 @@ def ftkit_register_optimizers(register: Callable[[Optimizer], None]) -> None:
     each with its absolute LR. Built-ins: ``adamw``, ``sgd``
     (``ftkit.optimizers``); a name no plugin registers is looked up in timm
     (``timm.optim.list_optimizers()``, built with ``create_optimizer_v2``).
+    """
+
+
+@hookspec
+def ftkit_add_options(register: Callable[[Option], None]) -> None:
+    """Add command-line options, as pytest's ``pytest_addoption`` does.
+
+    Call ``register(ftkit.Option(name, type, default, help, check=, choices=))``
+    for each one. ``name`` (lowercase words joined by ``_``, ``max_length``) is
+    the top-level key of a ``--config`` file and gives the flag ``--max-length``
+    (unless ``flag=`` names another) and, from the flag as for ftkit's own
+    options, the environment variable ``FTKIT_MAX_LENGTH``. ``type`` is ``str``,
+    ``int``, ``float`` or ``bool`` (a ``--name/--no-name`` switch).
+    ``ftkit run``, ``plan``, ``lr-find``, ``eval`` and ``advise`` take them, and
+    their ``--help`` shows them with their defaults. ``Option.parse`` checks every
+    value (``check``, ``choices``, ``convert``), wherever it comes from. A name or
+    flag that one of ftkit's own options (or another plugin's) has is an error
+    naming the plugin, as is a default its own check refuses.
+
+    The values, defaults filled in, are ``config.plugin_options`` (name to value,
+    every plugin's): the run's ``config.toml`` records them as top-level keys,
+    ``--resume`` and ``eval`` read them back (a change is refused on resume, as
+    for ftkit's options that change the training). ``Task.load_data`` receives
+    the dict as ``options=`` when its signature takes it; lifecycle hooks read
+    ``run.config.plugin_options``.
+
+    Example::
+
+        @ftkit.hookimpl
+        def ftkit_add_options(register):
+            register(ftkit.Option("max_length", int, 128, "tokens kept per text",
+                                  check=lambda n: None if 2 <= n <= 512 else "must be 2..512"))
     """
 
 

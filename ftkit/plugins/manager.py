@@ -13,21 +13,24 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
 import pluggy
 
+from ftkit.config import own_names
 from ftkit.data.builtin import Dataset
-from ftkit.errors import PluginError, did_you_mean
+from ftkit.errors import PluginError, UsageError, did_you_mean
 from ftkit.losses import Loss
 from ftkit.models.family import ModelFamily
 from ftkit.optimizers import TIMM, Optimizer
 from ftkit.plan.anatomy import AnatomyProvider
+from ftkit.plan.options import Option
 from ftkit.plan.strategy import Strategy
 from ftkit.plugins import hookspecs
 from ftkit.registry import Fallback, Registry
@@ -73,6 +76,11 @@ LOSSES = Kind("ftkit_register_losses", "loss", Loss)
 DATASETS = Kind("ftkit_register_datasets", "dataset", Dataset)
 TASKS = Kind("ftkit_register_tasks", "task", Task)
 OPTIMIZERS = Kind("ftkit_register_optimizers", "optimizer", Optimizer, fallback=TIMM)
+OPTIONS = Kind("ftkit_add_options", "plugin option", Option)
+
+OPTION_TYPES = (str, int, float, bool)
+_NAME = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
+_FLAG = re.compile(r"--[a-z][a-z0-9]*(-[a-z0-9]+)*")
 
 
 @dataclass(frozen=True)
@@ -224,9 +232,61 @@ class Plugins:
     def optimizers(self) -> Registry[Optimizer]:
         return self.collect(OPTIMIZERS)
 
+    @cached_property
+    def options(self) -> Registry[Option]:
+        """The plugins' command-line options, each with its flag (``--NAME``
+        unless it gives one) and checked against ftkit's own and each other's."""
+        registry: Registry[Option] = Registry(OPTIONS.noun)
+        own = own_names()
+        flags: dict[str, str] = {}  # a flag to the plugin that added it
+        for entry in self.collect(OPTIONS):
+            option = self._checked_option(entry.value, entry.plugin, own)
+            for flag in _flags(option):
+                if flag in flags:
+                    raise PluginError(
+                        f"plugin option flag {flag} is added twice: by plugin "
+                        f"{self.describe(flags[flag])} and by plugin {self.describe(entry.plugin)}"
+                    )
+                flags[flag] = entry.plugin
+            registry.add(option.name, option, entry.plugin)
+        return registry
+
+    def option_list(self) -> list[Option]:
+        return [entry.value for entry in self.options]
+
+    def _checked_option(self, option: Option, plugin: str, own: dict[str, str]) -> Option:
+        who = f"plugin {self.describe(plugin)} adds option {option.name!r}"
+        if not isinstance(option.name, str) or not _NAME.fullmatch(option.name):
+            raise PluginError(
+                f"{who}: a name is lowercase words joined by '_' (it is also a TOML "
+                "key and an environment variable), e.g. 'max_length'"
+            )
+        if option.type not in OPTION_TYPES:
+            kind = getattr(option.type, "__name__", repr(option.type))
+            raise PluginError(f"{who}: its type must be str, int, float or bool, got {kind}")
+        flag = option.flag or "--" + option.name.replace("_", "-")
+        if not _FLAG.fullmatch(flag):
+            raise PluginError(f"{who}: its flag must look like --max-length, got {flag!r}")
+        option = replace(option, flag=flag)
+        for word in (option.name, *_flags(option)):
+            if word in own:
+                raise PluginError(f"{who} ({flag}), which is ftkit's own option {own[word]}")
+        if option.default is not None:
+            try:
+                option.parse(option.default, "default")
+            except UsageError as exc:
+                raise PluginError(f"{who} with a default it refuses: {exc}") from None
+        return option
+
     @property
     def hook(self) -> Any:
         return self.pm.hook
+
+
+def _flags(option: Option) -> tuple[str, ...]:
+    """The flags an option takes on the command line: a bool its --no- switch too."""
+    assert option.flag is not None
+    return (option.flag, f"--no-{option.flag[2:]}") if option.type is bool else (option.flag,)
 
 
 def _import_local(module: str) -> Any:

@@ -9,6 +9,7 @@ folder whose files changed since the run is refused.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from ftkit.data.load import check_fingerprint
 from ftkit.engine.console import Console
 from ftkit.engine.rundir import lock
 from ftkit.errors import UsageError
+from ftkit.plan.options import Option
 
 
 def run_config(run_dir: str) -> dict[str, Any]:
@@ -49,14 +51,18 @@ def _effective(config: Config, name: str) -> Any:
 
 
 def open_resume(
-    run_dir: str, config: Config, console: Console = Console()
+    run_dir: str,
+    config: Config,
+    console: Console = Console(),
+    plugin_options: Iterable[Option] = (),
 ) -> tuple[Path, dict[str, Any]] | None:
-    """The run directory and its ``last.pt``; None when the run already finished."""
+    """The run directory and its ``last.pt``; None when the run already finished.
+    ``plugin_options``: the loaded plugins' options, read back from the run too."""
     path = Path(run_dir)
     finished = (path / "summary.json").is_file()  # read, never written: no lock
     if console.main and (path / "config.toml").is_file() and not finished:
         lock.acquire(path)  # before anything is read: a run may be writing it now
-    saved_config = build_config(run_config(run_dir), {}, {}, ())
+    saved_config = build_config(run_config(run_dir), {}, {}, (), plugin_options=plugin_options)
     summary = path / "summary.json"
     if summary.is_file():
         reason = json.loads(summary.read_text()).get("stop_reason", "finished")
@@ -66,8 +72,14 @@ def open_resume(
         f"{f.name}: {_effective(saved_config, f.name)!r} -> {_effective(config, f.name)!r}"
         for f in fields(Config)
         if f.metadata.get("trains", True)
-        and f.name != "plugins"
+        and f.name not in ("plugins", "plugin_options")
         and _effective(saved_config, f.name) != _effective(config, f.name)
+    ]
+    saved_own, own = saved_config.plugin_options, config.plugin_options
+    changed += [  # a plugin's options may change what it trains on: all must match
+        f"{name}: {saved_own.get(name)!r} -> {own.get(name)!r}"
+        for name in sorted({*saved_own, *own})
+        if saved_own.get(name) != own.get(name)
     ]
     if changed:
         raise UsageError(

@@ -20,6 +20,12 @@ registers three things, each through its own hook:
    to its longest text. Metrics are ftkit's classification ones. See
    ``ftkit_transformers.text``.
 
+It also adds three command-line options through ``ftkit_add_options``:
+``--text-column``, ``--label-column`` and ``--max-length``. ftkit shows them in
+``ftkit run --help``, reads them from ``FTKIT_TEXT_COLUMN`` ... and config
+files, records them in the run's ``config.toml`` and hands their values to
+``load_data`` as ``options``.
+
 This module is imported whenever ftkit starts (``ftkit --help`` included), so
 it imports neither torch nor transformers: the work happens in the submodules,
 imported by the functions below when a command needs them. ``pyproject.toml``
@@ -73,10 +79,18 @@ def anatomy(model):
     return build_anatomy(model)
 
 
-def load_data(spec, *, model, seed, num_classes):
+def load_data(spec, *, model, seed, num_classes, options=None):
     from ftkit_transformers.text import load_text
 
-    return load_text(spec, model=model, seed=seed, num_classes=num_classes)
+    return load_text(spec, model=model, seed=seed, num_classes=num_classes, options=options)
+
+
+@ftkit.hookimpl
+def ftkit_add_options(register):
+    from ftkit_transformers.text import OPTIONS  # stdlib and ftkit only: cheap
+
+    for option in OPTIONS:
+        register(option)
 
 
 @ftkit.hookimpl

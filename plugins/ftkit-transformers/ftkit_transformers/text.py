@@ -9,16 +9,20 @@
 * a folder holding ``train.csv`` and ``val.csv`` (or ``.jsonl``): used as
   they are.
 
-Columns are ``text`` and ``label``; others are named after a ``#``:
-``--data 'reviews.csv#text=review,label=sentiment'``, where ``max_length=64``
-may also go (default ``MAX_LENGTH``). ftkit takes no command-line options
-from plugins; this way the choice is part of ``--data`` and so recorded in
-the run's ``config.toml``. Labels are names (sorted to
-class indices) or integers 0..N-1. An empty text, a missing label or a label
+Columns are ``text`` and ``label``; ``--text-column review --label-column
+sentiment`` name others, and ``--max-length 64`` the tokens kept per text
+(default ``MAX_LENGTH``, 2..512). The three are this plugin's options
+(``OPTIONS``, added through ``ftkit_add_options``): also ``FTKIT_TEXT_COLUMN``
+..., top-level keys of a config file, and recorded in the run's ``config.toml``.
+The older spelling after a ``#`` in ``--data`` stays as an alias:
+``--data 'reviews.csv#text=review,label=sentiment,max_length=64'``. A key
+there wins over its option at the option's default; an option given a
+different value is an error (one or the other, not both). Labels are names
+(sorted to class indices) or integers 0..N-1. An empty text, a missing label or a label
 the training split does not have is one line naming the file and row.
 
 Texts are tokenised once, by the model's own tokenizer, truncated to
-``MAX_LENGTH`` tokens. An item is a (2, length) tensor: token ids and the
+``--max-length`` tokens. An item is a (2, length) tensor: token ids and the
 attention mask. Training batches are padded to their longest text
 (``PadCollate``); ftkit's validation loader stacks items as they are, so
 validation items are padded once to the longest validation text.
@@ -28,34 +32,84 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from ftkit import DataSplits, UsageError
+from ftkit import DataSplits, Option, UsageError
 
 MAX_LENGTH = 128
+MAX_LENGTHS = (2, 512)  # what --max-length (and #max_length=) may be
 SUFFIXES = (".csv", ".jsonl", ".json")
 VAL_FRACTION = 0.2
+
+
+def _length(n: int) -> str | None:
+    low, high = MAX_LENGTHS
+    return None if low <= n <= high else f"must be {low}..{high}"
+
+
+# This plugin's command-line options (ftkit_add_options), with the key of each in
+# the older PATH#KEY=VALUE spelling of --data.
+OPTIONS = (
+    Option(
+        "text_column",
+        str,
+        "text",
+        "text-classification: the CSV column (JSON-lines key) holding the text",
+    ),
+    Option(
+        "label_column",
+        str,
+        "label",
+        "text-classification: the CSV column (JSON-lines key) holding the label",
+    ),
+    Option(
+        "max_length",
+        int,
+        MAX_LENGTH,
+        f"text-classification: tokens kept per text ({MAX_LENGTHS[0]}..{MAX_LENGTHS[1]}), "
+        "longer ones truncated",
+        check=_length,
+    ),
+)
+SPEC_KEYS = {"text": "text_column", "label": "label_column", "max_length": "max_length"}
 
 
 # --- reading ------------------------------------------------------------------------
 
 
-def parse_spec(spec: str) -> tuple[Path, str, str, int]:
-    """``PATH[#text=COL,label=COL,max_length=N]`` -> (path, text column, label
-    column, max length)."""
+def parse_spec(spec: str, options: Mapping[str, Any] | None = None) -> tuple[Path, str, str, int]:
+    """``PATH[#text=COL,label=COL,max_length=N]`` and the plugin's options ->
+    (path, text column, label column, max length). A key after ``#`` wins over
+    its option at the default; an option given another value is an error."""
     path, _, extra = spec.partition("#")
-    keys = {"text": "text", "label": "label", "max_length": str(MAX_LENGTH)}
+    defaults = {o.name: o.default for o in OPTIONS}
+    chosen = {**defaults, **{k: v for k, v in (options or {}).items() if k in defaults}}
+    suffix: dict[str, Any] = {}
     for item in filter(None, (s.strip() for s in extra.split(","))):
         key, sep, value = item.partition("=")
-        if not sep or key.strip() not in keys or not value.strip():
+        if not sep or key.strip() not in SPEC_KEYS or not value.strip():
             raise UsageError(
                 f"--data '{spec}': expected PATH#text=COLUMN,label=COLUMN,max_length=N, "
                 f"got '{item}'"
             )
-        keys[key.strip()] = value.strip()
-    if not keys["max_length"].isdigit() or not 2 <= int(keys["max_length"]) <= 512:
-        raise UsageError(f"--data '{spec}': max_length must be 2..512, got {keys['max_length']}")
-    return Path(path), keys["text"], keys["label"], int(keys["max_length"])
+        suffix[SPEC_KEYS[key.strip()]] = value.strip()
+    if "max_length" in suffix:
+        text = suffix["max_length"]
+        if not text.isdigit() or _length(int(text)):
+            low, high = MAX_LENGTHS
+            raise UsageError(f"--data '{spec}': max_length must be {low}..{high}, got {text}")
+        suffix["max_length"] = int(text)
+    for name, value in suffix.items():
+        if chosen[name] != defaults[name] and chosen[name] != value:
+            key = next(k for k, n in SPEC_KEYS.items() if n == name)
+            raise UsageError(
+                f"--data '{spec}' says {key}={value} and --{name.replace('_', '-')} "
+                f"{chosen[name]}: give one of the two"
+            )
+        chosen[name] = value
+    return Path(path), chosen["text_column"], chosen["label_column"], chosen["max_length"]
 
 
 def read_rows(path: Path, text_col: str, label_col: str) -> list[tuple[str, str, str]]:
@@ -97,7 +151,7 @@ def _csv_records(path, raw, text_col, label_col):
     if missing:
         raise UsageError(
             f"'{path}' row 1: no '{missing[0]}' column (columns: {', '.join(header) or 'none'}; "
-            f"name yours with --data '{path}#text=COLUMN,label=COLUMN')"
+            "name yours with --text-column COLUMN and --label-column COLUMN)"
         )
     try:
         for line, record in enumerate(reader, start=2):
@@ -156,8 +210,18 @@ def to_indices(rows, names, path):
 # --- the data splits ----------------------------------------------------------------
 
 
-def load_text(spec: str, *, model: str, seed: int, num_classes: int | None) -> DataSplits:
-    path, text_col, label_col, max_length = parse_spec(spec)
+def load_text(
+    spec: str,
+    *,
+    model: str,
+    seed: int,
+    num_classes: int | None,
+    options: Mapping[str, Any] | None = None,
+) -> DataSplits:
+    """``options``: ftkit's ``config.plugin_options`` (this plugin reads
+    ``text_column``, ``label_column`` and ``max_length``; missing ones are at
+    their defaults)."""
+    path, text_col, label_col, max_length = parse_spec(spec, options)
     if not model.startswith("hf:"):
         raise UsageError(
             f"--task text-classification needs a text model, --model hf:PATH or hf:NAME "
