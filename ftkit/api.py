@@ -4,7 +4,8 @@ notebook, as ``ftkit.plan_run``, ``ftkit.run`` and ``ftkit.evaluate``.
 Each takes the command line's options as keywords, named as the options are
 with ``_`` for ``-`` (``lr=1e-5``, ``batch_size=8``, ``start_from=RUN`` for
 ``--from``), a strategy's ``-o`` options as ``options={...}``, plugin modules
-as ``plugins=[...]`` and a TOML file as ``config=``. Everything goes through
+as ``plugins=[...]`` and a TOML file as ``config=``; a plugin's own options
+(``max_length=64``) too. Everything goes through
 ``ftkit.configure.make_config``, the command line's own path, so a bad value
 raises ``UsageError`` with the line the CLI would print. Environment
 variables (``FTKIT_*``) are the command line's; keywords here are explicit.
@@ -17,9 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ftkit.config import option_fields
 from ftkit.configure import make_config
-from ftkit.errors import UsageError, did_you_mean
+from ftkit.errors import UsageError
 
 if TYPE_CHECKING:
     from ftkit.config import Config
@@ -51,15 +51,19 @@ def run(
     config: str | None = None,
     options: Mapping[str, Any] | None = None,
     plugins: Iterable[str] = (),
+    resume: str | None = None,
     **values: Any,
 ) -> Outcome:
     """Train as ``ftkit run`` does and write the run directory: how it ended
     (``.stop_reason``), where (``.dir``) and its ``.summary`` (``ftkit.Summary``).
-    A guard's stop is a result here, not an exception (the CLI exits 3)."""
+    A guard's stop is a result here, not an exception (the CLI exits 3).
+    ``resume``: a run directory to continue, as ``--resume``."""
     from ftkit.engine.run import execute
+    from ftkit.engine.rundir.resume import run_config
 
-    cfg, loaded = _configure("run", config, options, plugins, values)
-    return execute(cfg, loaded)
+    base = run_config(resume) if resume else None
+    cfg, loaded = _configure("run", config, options, plugins, values, base)
+    return execute(cfg, loaded, resume=resume)
 
 
 def evaluate(
@@ -90,15 +94,17 @@ def _configure(
     options: Mapping[str, Any] | None,
     plugin_modules: Iterable[str],
     values: dict[str, Any],
+    base: Mapping[str, Any] | None = None,
 ) -> tuple[Config, Plugins]:
+    """The CLI's ``make_config`` (which also refuses a misspelled keyword,
+    knowing the plugins' options), its errors prefixed with the function."""
     from ftkit.plugins.manager import Plugins
 
-    known = [f.name for f in option_fields()]
-    for name in values:
-        if name not in known:
-            raise UsageError(f"ftkit.{caller}: unknown option '{name}'{did_you_mean(name, known)}")
     assignments = tuple(f"{key}={_text(value)}" for key, value in (options or {}).items())
-    config = make_config(config_file, assignments, tuple(plugin_modules), values)
+    try:
+        config = make_config(config_file, assignments, tuple(plugin_modules), values, base=base)
+    except UsageError as exc:
+        raise UsageError(f"ftkit.{caller}: {exc}") from None
     return config, Plugins(config.plugins)
 
 

@@ -94,6 +94,14 @@ def _share(v: float) -> str | None:
     return None if 0 < v <= 1 else "must be in (0, 1]"
 
 
+def _workers(raw: Any) -> str:
+    """``auto`` or a count of worker processes, kept as text."""
+    text = str(raw).strip().lower()
+    if text == "auto" or (text.isdigit() and not isinstance(raw, bool)):
+        return text if text == "auto" else str(int(text))
+    raise ValueError(f"expected auto or a number of worker processes (0 or more), got {raw!r}")
+
+
 def crop_size(text: str) -> tuple[int, int]:
     height, width = (int(v) for v in text.split(","))
     return height, width
@@ -286,7 +294,13 @@ class Config:
         check=_at_least_one,
         trains=False,
     )
-    workers: int = opt(0, "data-loader worker processes", check=non_negative, trains=False)
+    workers: str = opt(
+        "auto",
+        "data-loader worker processes: N, or auto (a folder's: the cores this process "
+        "may use, per rank, minus one, at most 8; the in-memory built-in set: 0)",
+        parse=_workers,
+        trains=False,
+    )
     channels_last: bool = opt(
         False,
         "channels-last memory format (faster convolutions on recent GPUs with AMP)",

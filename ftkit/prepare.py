@@ -3,6 +3,7 @@ both ``ftkit plan`` and ``ftkit run`` take."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,7 +63,7 @@ class Prepared:
         pre = self.preprocessing
         if not pre.mean:  # not images: the family says what its input is (a tokenizer)
             weights = self.weights.line() if self.weights else "weights: random initialisation"
-            return [weights, f"input: {pre.source}"]
+            return [weights, f"input: {pre.source}", self.loader_line()]
         size = f"{self.config.image_size} px" + (
             " (the weights' input size)" if pre.input_size == self.config.image_size else ""
         )
@@ -71,7 +72,15 @@ class Prepared:
             f"input: {size}, mean {_fmt(pre.mean)}, std {_fmt(pre.std)} ({pre.source})",
             self.geometry_line(),
             self.data_line(),
+            self.loader_line(),
         ]
+
+    def loader_line(self) -> str:
+        """The loader a run will use (``--workers``), for ``ftkit plan``."""
+        from ftkit.resolve import loader_settings, pick_device
+
+        device = pick_device(self.config.device).type
+        return loader_settings(self.config, device, int(os.environ.get("WORLD_SIZE", 1))).line()
 
     def geometry_line(self) -> str:
         """How images of the data's own sizes become the model's (``--resize``)."""

@@ -1,11 +1,14 @@
 """What the command line names, resolved through the plugins: the model
 family of a spec and the model it builds, the weights' preprocessing, the
-weights a run starts from, and the device."""
+weights a run starts from, the device, and the loader's workers."""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ftkit.data.load import is_folder
 from ftkit.errors import UsageError, unknown
 from ftkit.models.family import ModelFamily, Preprocessing
 
@@ -102,3 +105,37 @@ def pick_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda", "mps"):
         raise UsageError(f"--device {name}: not supported; use cpu, cuda, cuda:N, mps or auto")
     return device
+
+
+MAX_AUTO_WORKERS = 8
+PREFETCH_FACTOR = 2  # batches each worker keeps ready (torch's default, stated)
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    workers: int
+    pin_memory: bool
+    why: str  # how --workers came to this number
+
+    def line(self) -> str:
+        """What ``ftkit plan`` prints."""
+        prefetch = f", {PREFETCH_FACTOR} batches ahead each" if self.workers else ""
+        return (
+            f"loader: {self.workers} worker process(es) ({self.why}){prefetch}, "
+            f"pin_memory {'on' if self.pin_memory else 'off'}"
+        )
+
+
+def loader_settings(config: Config, device_type: str, world_size: int = 1) -> LoaderSettings:
+    """``--workers auto``: Lightning's rule for data read from files (the cores
+    this process may use, shared among the node's ranks, one left for the
+    training process; at most 8), none for an in-memory built-in set."""
+    pin = device_type == "cuda"
+    if config.workers != "auto":
+        return LoaderSettings(int(config.workers), pin, "--workers")
+    if not is_folder(config.data):
+        return LoaderSettings(0, pin, "auto: in-memory data")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    workers = min(MAX_AUTO_WORKERS, max(0, (cores or 1) // max(local, 1) - 1))
+    return LoaderSettings(workers, pin, f"auto: {cores} cores / {local} rank(s) - 1")

@@ -52,6 +52,7 @@ def test_plan_run_is_what_plan_prints(tmp_path):
     "kwargs, message",
     [
         ({"lrr": 1e-3}, "ftkit.plan_run: unknown option 'lrr' (did you mean 'lr'?)"),
+        ({"max_lenght": 64}, "ftkit.plan_run: unknown option 'max_lenght'"),
         ({"lr": -1.0}, "--lr"),
         ({"strategy": "two-stag"}, "unknown strategy 'two-stag'"),
         ({"options": {"backbone_dv": 10}, "strategy": "two-stage"}, "backbone_dv"),
@@ -77,3 +78,5 @@ def test_run_returns_how_it_ended_and_evaluate_scores_it(tmp_path):
     metrics = ftkit.evaluate(str(tmp_path / "r"))
     assert metrics["val_accuracy"] == pytest.approx(row["val_accuracy"])
     assert Path(metrics["checkpoint"]) == tmp_path / "r"
+    again = ftkit.run(resume=str(tmp_path / "r"))  # finished: nothing to resume
+    assert (again.stop_reason, again.dir, again.summary) == ("completed", tmp_path / "r", None)

@@ -30,7 +30,7 @@ from ftkit.models.weights import fit_weights, read_state, weights_file
 from ftkit.plugins.manager import Plugins
 from ftkit.plugins.records import PER_CLASS
 from ftkit.prepare import model_data, prepare
-from ftkit.resolve import pick_device
+from ftkit.resolve import loader_settings, pick_device
 
 CALIBRATION = "calibration.json"  # in the run directory: --calibrate's temperature
 
@@ -57,7 +57,7 @@ class Evaluator:
         self.loader = DataLoader(
             self.data.val,
             **scoring_batches(self.data.val, config.batch_size),
-            num_workers=config.workers,
+            num_workers=loader_settings(config, self.device.type).workers,
         )
         self.task = plugins.tasks.get(config.task)
         self.monitor = config.monitor or self.task.monitor

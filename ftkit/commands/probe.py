@@ -35,7 +35,7 @@ from ftkit.config import Config
 from ftkit.errors import UsageError
 from ftkit.plugins.manager import Plugins
 from ftkit.prepare import Prepared, model_data, prepare
-from ftkit.resolve import build_model, model_family, pick_device
+from ftkit.resolve import build_model, loader_settings, model_family, pick_device
 
 MAX_SAMPLES = 1000  # per split: seconds on a CPU, and plenty for a linear probe's score
 L2 = 1e-2
@@ -160,7 +160,11 @@ def probe(config: Config, plugins: Plugins) -> tuple[Prepared, ProbeScores]:
     )
     scores = []
     train, val = (
-        DataLoader(sample(part, config.seed), config.batch_size, num_workers=config.workers)
+        DataLoader(
+            sample(part, config.seed),
+            config.batch_size,
+            num_workers=loader_settings(config, device.type).workers,
+        )
         for part in (data.train, data.val)
     )
     for model in (prepared.model, random_model):

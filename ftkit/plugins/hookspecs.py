@@ -14,8 +14,9 @@ object per thing, of the hook's own type (all importable from ``ftkit``):
 else is an error naming the plugin, the hook and the type expected.
 Registration hooks run once per process, when the registry of that kind is
 first needed. Lifecycle hooks run inside ``ftkit run``, on the main process
-only; each run also registers its own plugins for them (console,
-metrics.jsonl, TensorBoard, stoppers, checkpoints).
+only; each run also registers its own readers for them (the console's
+lines, TensorBoard). What a run writes and decides is not a hook: see
+``ftkit_epoch_end`` for the order.
 
 ``FTKIT_TRACE_PLUGINS=1`` traces every hook call to stderr.
 
@@ -225,9 +226,12 @@ def ftkit_epoch_end(run: Run, record: EpochRecord) -> None:
     and ``record["val_miou"]`` reads that line. Epoch 0 is the baseline
     evaluation when training starts from a checkpoint (``record.trained`` is
     False). Adaptive plugins react here and may call
-    ``run.request_stop(reason)`` to end training after this epoch; the run's
-    own plugins write ``metrics.jsonl`` before every other implementation
-    and ``last`` after them.
+    ``run.request_stop(reason)`` to end training after this epoch. The order
+    is fixed (``Session.end_epoch``): the epoch's row is already in
+    ``metrics.jsonl``; the stoppers have decided (``run.stop_reason`` is set
+    when the baseline guard or early stopping ends the run, and a plugin's
+    own request does not replace it); ``best`` and ``last`` are written after
+    every implementation of this hook returned.
     """
 
 
