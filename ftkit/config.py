@@ -99,7 +99,7 @@ def _workers(raw: Any) -> str:
     text = str(raw).strip().lower()
     if text == "auto" or (text.isdigit() and not isinstance(raw, bool)):
         return text if text == "auto" else str(int(text))
-    raise ValueError(f"expected auto or a number of worker processes (0 or more), got {raw!r}")
+    raise ValueError(f"must be auto or a number of worker processes (0 or more), got {raw!r}")
 
 
 def crop_size(text: str) -> tuple[int, int]:

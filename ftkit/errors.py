@@ -13,6 +13,19 @@ from collections.abc import Iterable
 class FtkitError(Exception):
     exit_code = 1
 
+    def __init__(self, message: str = "") -> None:
+        super().__init__(_from_worker(message, type(self).__name__))
+
+
+def _from_worker(message: str, name: str) -> str:
+    """A DataLoader worker's error comes back as ``type(text)`` with the worker's
+    whole traceback as its text (torch's ``ExceptionWrapper.reraise``): keep the
+    original one line, which the traceback ends with."""
+    if not (message.startswith(f"Caught {name} in DataLoader worker") and "Traceback" in message):
+        return message
+    last = message.rstrip().splitlines()[-1]
+    return last.split(f"{name}: ", 1)[1] if f"{name}: " in last else last
+
 
 class UsageError(FtkitError):
     """Bad input: an unknown name, a value out of range, a broken file."""

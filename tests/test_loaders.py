@@ -81,6 +81,6 @@ def test_plan_prints_the_loader(folders):
     )
     bad = testing.cli("plan", "--workers", "many")
     assert testing.one_line_error(bad) == (
-        "ftkit: error: --workers: expected auto or a number of worker processes "
+        "ftkit: error: --workers: must be auto or a number of worker processes "
         "(0 or more), got 'many'"
     )

@@ -13,6 +13,7 @@ machine, so that machine speed cancels out:
 - memory:   peak RSS of `freeze` and `two-stage` / `full`
 - metrics:  share of evaluation time spent accumulating metrics
 - start-up: `ftkit --help`, `strategies`, `plugins` in seconds
+- data:     start-up, memory and loader speed on 1,000 to 50,000 files (tools/bench_data.py)
 
 Not a test: it takes minutes. Run it on an otherwise idle machine.
 """
@@ -34,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_data import SIZES, data_rows, data_scale  # noqa: E402
 from bench_overhead import overhead  # noqa: E402
 from bench_startup import COMMANDS, median_seconds  # noqa: E402
 
@@ -154,7 +156,7 @@ def cached_speedup(base: Config, epochs: int) -> dict:
     return out
 
 
-SECTIONS = ("overhead", "frozen", "memory", "metrics", "startup", "cache")
+SECTIONS = ("overhead", "frozen", "memory", "metrics", "startup", "cache", "data")
 
 
 def main() -> int:
@@ -199,6 +201,8 @@ def main() -> int:
         results["startup_s"] = {name: median_seconds(cmd, 7) for name, cmd in COMMANDS.items()}
     if "cache" in only:
         results["cache"] = cached_speedup(base, epochs)
+    if "data" in only:  # tools/bench_data.py: 1,000 to 50,000 files (--quick: to 10,000)
+        results["data"] = data_scale(SIZES[:2] if args.quick else SIZES)
 
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     rows = []
@@ -275,6 +279,8 @@ def main() -> int:
                 ">= 5x",
             )
         )
+    if "data" in results:
+        rows += data_rows(results["data"])
     print("| figure | value | target |\n|---|---|---|")
     print("\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows))
     return 0
