@@ -20,6 +20,22 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_FILES = ["checkpoints", "config.toml", "metrics.jsonl", "plan.json", "summary.json", "tb"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    """No test writes the user's cache folder, module-scoped fixtures included."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FTKIT_CACHE", str(tmp_path_factory.mktemp("ftkit-cache")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory, monkeypatch):
+    """Each test its own FTKIT_CACHE (the data index), outside its tmp_path, where a
+    folder of the data could be: no test reads another's index. Subprocesses
+    inherit it."""
+    monkeypatch.setenv("FTKIT_CACHE", str(tmp_path_factory.mktemp("ftkit-cache")))
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 

@@ -25,16 +25,19 @@ hash of each image's path inside the folder (``split_key``), not by a seed: a
 baseline and its fine-tuned model see the same validation images, and files
 added later land on one side without moving any other.
 
-Every image is decoded and every mask read once when the dataset is built, so
-a broken file stops the run before training, naming the file. Images are
-shown to the model as a viewer shows them: EXIF orientation applied (masks are
-compared with the oriented size), every mode converted to RGB by the rules of
-``to_rgb`` (16-bit and float images keep their precision), or refused. With
-``resize="keep"`` (``--resize``, the default) images and masks are yielded at
-their own size, for ``SampleDataset``'s ratio-keeping geometry; with
-``"squash"`` they are resized to ``image_size`` squares here (masks with nearest
-neighbour) and scored at that size. Masks (or class ids) stay in memory, images
-are read from disk on each use.
+Building a dataset lists files and pairs them, and reads nothing else: what a
+run needs to know of each sample up front (its size, its mask's labels, that
+its files decode, so a broken file stops the run before training, naming the
+file) comes from the folder's index (``ftkit.data.index``: computed once per
+state of the files, in parallel, cached on disk). Images are shown to the model
+as a viewer shows them: EXIF orientation applied (masks are compared with the
+oriented size), every mode converted to RGB by the rules of ``to_rgb`` (16-bit
+and float images keep their precision), or refused. With ``resize="keep"``
+(``--resize``, the default) images and masks are yielded at their own size, for
+``SampleDataset``'s ratio-keeping geometry; with ``"squash"`` they are resized
+to ``image_size`` squares here (masks with nearest neighbour) and scored at that
+size. Images and masks are read from disk on each use; per sample only paths,
+its size and its class id (or its mask's label pixel counts) stay in memory.
 """
 
 from __future__ import annotations
@@ -43,10 +46,10 @@ import hashlib
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 
-from ftkit.data.images import check_image, decode, read_mask
+from ftkit.data.images import decode, read_mask
+from ftkit.data.index import Facts, LabelPixels, index_folder
 from ftkit.data.splits import DataSplits
 from ftkit.data.transforms import (
     IGNORE_INDEX,
@@ -78,21 +81,28 @@ RESIZES = ("keep", "squash")
 
 
 class FolderSource:
-    """Image files read on each use; targets (masks or class ids) in memory.
-    ``squash_to``: the square side images are resized to here, or None to yield
-    them at their own (height, width), which ``sizes`` lists."""
+    """Samples read from their files on each use. ``squash_to``: the square side
+    images (and masks) are resized to here, or None to yield them at their own
+    (height, width), which ``sizes`` lists. Segmentation: ``masks`` and
+    ``pixels``, each mask's label histogram as ``target`` yields it (squashed or
+    not); classification: ``targets``, the class ids."""
 
     def __init__(
         self,
         images: list[Path],
-        targets: list[torch.Tensor],
         sizes: list[tuple[int, int]],
         squash_to: int | None,
+        *,
+        masks: list[Path] | None = None,
+        pixels: LabelPixels | None = None,
+        targets: list[int] | None = None,
     ) -> None:
         self.images = images
-        self.targets = targets
         self.sizes = sizes
         self.squash_to = squash_to
+        self.masks = masks
+        self.pixels = pixels
+        self.targets = targets
 
     def __len__(self) -> int:
         return len(self.images)
@@ -102,7 +112,36 @@ class FolderSource:
         return pixels if self.squash_to is None else resize_image(pixels, self.squash_to)
 
     def target(self, index: int) -> torch.Tensor:
-        return self.targets[index].long()
+        if self.masks is None:
+            assert self.targets is not None
+            return torch.tensor(self.targets[index], dtype=torch.int64)
+        height, width = self.sizes[index]
+        mask = torch.from_numpy(read_mask(self.masks[index], self.images[index], (width, height)))
+        return (mask if self.squash_to is None else resize_mask(mask, self.squash_to)).long()
+
+    def label_counts(self, num_classes: int) -> list[int]:
+        """Per-class pixels (segmentation, 255 left out) or samples over all the
+        targets, without reading a file; see ``count_labels``."""
+        if self.pixels is not None:
+            return self.pixels.totals(num_classes)
+        assert self.targets is not None
+        counts = [0] * num_classes
+        for label in self.targets:
+            counts[label] += 1
+        return counts
+
+    def move(self, indices: list[int], to: FolderSource) -> None:
+        """Samples ``indices`` (ascending) to the end of ``to``, last first."""
+        moving, gone = indices[::-1], set(indices)
+        kept = [i for i in range(len(self)) if i not in gone]
+        for name in ("images", "sizes", "masks", "targets"):
+            mine, theirs = getattr(self, name), getattr(to, name)
+            if mine is not None:
+                theirs.extend(mine[i] for i in moving)
+                setattr(self, name, [mine[i] for i in kept])
+        if self.pixels is not None and to.pixels is not None:
+            to.pixels = to.pixels + self.pixels.take(moving)
+            self.pixels = self.pixels.take(kept)
 
 
 def load_folder(
@@ -187,23 +226,21 @@ def _segmentation(
             f"(JPEGImages/, SegmentationClass/)"
         )
 
-    # Read every mask and decode every image now, so bad files fail before training.
-    masks: dict[str, list[torch.Tensor]] = {split: [] for split in SPLITS}
-    sizes: dict[str, list[tuple[int, int]]] = {split: [] for split in SPLITS}
+    # Every image decoded and every mask read once per state of the files, so
+    # bad files fail before training.
     squash_to = image_size if resize == "squash" else None
-    labels: list[tuple[Path, np.ndarray]] = []
+    samples = [pair for split in SPLITS for pair in pairs[split]]
+    facts = index_folder(root, "segmentation", samples, image_size=image_size, squash_to=squash_to)
+    by_split: dict[str, list[Facts]] = {"train": facts[: len(pairs["train"])]}
+    by_split["val"] = facts[len(pairs["train"]) :]
+    labels: list[tuple[Path, list[int]]] = []
     pixels: dict[int, int] = {}  # label -> pixels at full size, over all masks
-    for split in SPLITS:
-        for image, mask_path in pairs[split]:
-            size = check_image(image, image_size)
-            mask = read_mask(mask_path, image, size)
-            values, counts = np.unique(mask, return_counts=True)
-            labels.append((mask_path, values))
-            for value, count in zip(values.tolist(), counts.tolist(), strict=True):
-                pixels[value] = pixels.get(value, 0) + count
-            sizes[split].append((size[1], size[0]))
-            held = torch.from_numpy(mask)
-            masks[split].append(held if squash_to is None else resize_mask(held, squash_to))
+    for (_, mask_path), fact in zip(samples, facts, strict=True):
+        assert fact.labels is not None
+        values, counts = fact.labels
+        labels.append((mask_path, values))
+        for value, count in zip(values, counts, strict=True):
+            pixels[value] = pixels.get(value, 0) + count
 
     if num_classes is None:
         known = listed or default_names
@@ -220,17 +257,26 @@ def _segmentation(
         if num_classes > labelled:
             _refuse_phantoms(num_classes, labelled, f"that the masks of '{root}' hold")
     for mask_path, values in labels:
-        bad = values[((values >= num_classes) | (values < 0)) & (values != IGNORE_INDEX)]
-        if bad.size:
+        bad = [v for v in values if (v >= num_classes or v < 0) and v != IGNORE_INDEX]
+        if bad:
             raise UsageError(
-                f"mask '{mask_path}' has label {int(bad[-1])}, but there are {num_classes} "
+                f"mask '{mask_path}' has label {bad[-1]}, but there are {num_classes} "
                 f"classes; expected labels 0..{num_classes - 1} or {IGNORE_INDEX} (ignore)"
             )
     names = _pad_names((listed or default_names)[:num_classes], num_classes)
     train, val = (
         _dataset(
             "segmentation",
-            FolderSource([p[0] for p in pairs[s]], masks[s], sizes[s], squash_to),
+            FolderSource(
+                [image for image, _ in pairs[s]],
+                [(f.size[1], f.size[0]) for f in by_split[s]],
+                squash_to,
+                masks=[mask for _, mask in pairs[s]],
+                pixels=LabelPixels(
+                    (f.squashed if squash_to is not None else f.labels)  # type: ignore[misc]
+                    for f in by_split[s]
+                ),
+            ),
             image_size,
             crop,
         )
@@ -390,19 +436,19 @@ def _classification(
                     f"split '{split}' of '{root}' has no samples; expected images in "
                     f"'{root / split}/CLASS/'"
                 )
-    sizes = {
-        split: [(h, w) for w, h in (check_image(image, image_size) for image, _ in items)]
-        for split, items in splits.items()
-    }
+    images: list[tuple[Path, Path | None]] = [(f, None) for s in SPLITS for f, _ in splits[s]]
+    facts = index_folder(root, "classification", images, image_size=image_size)
+    sizes = {"train": [(h, w) for w, h in (f.size for f in facts[: len(splits["train"])])]}
+    sizes["val"] = [(h, w) for w, h in (f.size for f in facts[len(splits["train"]) :])]
     squash_to = image_size if resize == "squash" else None
     train, val = (
         _dataset(
             "classification",
             FolderSource(
                 [image for image, _ in splits[s]],
-                [torch.tensor(label, dtype=torch.int64) for _, label in splits[s]],
                 sizes[s],
                 squash_to,
+                targets=[label for _, label in splits[s]],
             ),
             image_size,
             None,
@@ -568,9 +614,6 @@ def hold_back_added(splits: DataSplits, root: Path, record: dict[str, Any]) -> l
     added = [i for i, p in enumerate(val.images) if p.relative_to(root).as_posix() not in known]
     if len(added) == len(val.images):  # nothing in common: another data set, not a grown one
         return []
-    for i in reversed(added):
-        train.images.append(val.images.pop(i))
-        train.targets.append(val.targets.pop(i))
-        train.sizes.append(val.sizes.pop(i))
+    val.move(added, train)
     moved = train.images[len(train.images) - len(added) :]
     return sorted(p.relative_to(root).as_posix() for p in moved)

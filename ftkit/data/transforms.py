@@ -40,7 +40,8 @@ class Source(Protocol):
 
     def target(self, index: int) -> torch.Tensor:
         """An int64 (H, W) mask for segmentation, an int64 scalar for classification.
-        Reading it must be cheap: ``label_counts`` reads every training target."""
+        ``label_counts`` reads every training target, unless the source gives its
+        own ``label_counts(num_classes)`` (a list of ints, see ``count_labels``)."""
         ...
 
 
@@ -315,9 +316,14 @@ def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def count_labels(dataset: Dataset, task: str, num_classes: int) -> list[int]:
-    """Per-class pixel (segmentation, 255 ignored) or sample counts of a dataset."""
+    """Per-class pixel (segmentation, 255 ignored) or sample counts of a dataset:
+    the source's own ``label_counts(num_classes)`` where it has one (a folder's,
+    from its index: no file read), else from every target."""
     n = len(dataset)  # type: ignore[arg-type]
     targets: Iterable[torch.Tensor]
+    known = getattr(getattr(dataset, "source", None), "label_counts", None)
+    if isinstance(dataset, SampleDataset) and callable(known):
+        return list(known(num_classes))
     if isinstance(dataset, SampleDataset):
         targets = (dataset.source.target(i) for i in range(n))  # no image decoding
     else:
