@@ -329,3 +329,23 @@ def test_moved_samples_take_their_label_counts_along(tmp_path):
     assert data.label_counts() == direct_counts(train, 3)
     assert val.label_counts(3) == direct_counts(val, 3)
     assert len(train.pixels) == len(train.images) == len(train.sizes) == len(train.masks)
+
+
+def test_a_folders_statistics_are_measured_once_and_again_when_an_image_changes(tmp_path, opened):
+    from ftkit.data.statistics import channel_statistics
+
+    root = seg_folder(tmp_path / "s")
+    train = load_data(str(root), "segmentation", Registry("dataset"), image_size=8).train
+    first = channel_statistics(train)
+    opened.clear()
+    assert channel_statistics(train) == first  # from the cache: no image decoded
+    assert opened == []
+    pixels = torch.cat(
+        [train.source.image(i).double().reshape(3, -1) for i in range(len(train))], 1
+    )
+    assert first[0] == pytest.approx(tuple((pixels / 255).mean(1).tolist()))
+    edited = train.source.images[0]
+    save(edited, np.zeros((12, 16, 3), np.uint8))  # edited: its modification time moves
+    opened.clear()
+    again = channel_statistics(train)
+    assert again != first and len(opened) == len(train)  # measured anew, every image

@@ -118,7 +118,7 @@ def index_folder(
     finally:  # what was checked is kept, also when a broken file stops the pass
         checked.close()
         if path is not None and changed:
-            _write(path, {"format": FORMAT, "task": task, "root": where, "samples": records})
+            write_json(path, {"format": FORMAT, "task": task, "root": where, "samples": records})
     done = [f for f in facts if f is not None]
     assert len(done) == len(samples)
     return done
@@ -269,7 +269,7 @@ def _collector_paused() -> Generator[None, None, None]:
             gc.enable()
 
 
-def _write(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
     """Atomically: a reader sees the old index or the new one, never half of one.
     JSON with ASCII escapes, so names that are not UTF-8 survive the round trip."""
     try:
