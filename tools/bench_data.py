@@ -160,14 +160,8 @@ def data_scale(sizes: tuple[int, ...] = SIZES, batches: int = 60) -> dict:
                 first, _ = _ftkit(["plan", *_task_args(task, root)], Path(cache))
                 second, _ = _ftkit(["plan", *_task_args(task, root)], Path(cache))
                 with tempfile.TemporaryDirectory() as out:
-                    run = [
-                        "run",
-                        *_task_args(task, root),
-                        "--epochs",
-                        "1",
-                        "--batch-size",
-                        str(BATCH),
-                    ]
+                    run = ["run", *_task_args(task, root), "--strategy", "full"]
+                    run += ["--epochs", "1", "--batch-size", str(BATCH)]
                     seconds, rss = _ftkit([*run, "--out", f"{out}/r"], Path(cache))
             rows.append(
                 {"files": n, "first_plan_s": first, "second_plan_s": second,
