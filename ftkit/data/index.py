@@ -46,8 +46,7 @@ import numpy as np
 import torch
 
 from ftkit.data.images import check_image, read_mask, reason
-from ftkit.data.transforms import IGNORE_INDEX, resize_mask
-from ftkit.errors import UsageError
+from ftkit.data.transforms import IGNORE_INDEX, check_label_range, resize_mask
 
 FORMAT = 1  # bump when a record's layout or meaning changes
 CACHE_ENV = "FTKIT_CACHE"
@@ -403,13 +402,7 @@ class LabelPixels:
         keep = self.values != IGNORE_INDEX
         values, counts = self.values[keep], self.counts[keep]
         if values.size:
-            low, high = int(values.min()), int(values.max())
-            if low < 0 or high >= num_classes:
-                bad = low if low < 0 else high
-                raise UsageError(
-                    f"training label {bad} is out of range for {num_classes} classes "
-                    f"(expected 0..{num_classes - 1})"
-                )
+            check_label_range(int(values.min()), int(values.max()), num_classes)
         totals = np.zeros(num_classes, np.int64)
         np.add.at(totals, values, counts)
         return totals.tolist()

@@ -341,12 +341,16 @@ def count_labels(dataset: Dataset, task: str, num_classes: int) -> list[int]:
             labels = labels[labels != IGNORE_INDEX]
         if labels.numel() == 0:
             continue
-        low, high = int(labels.min()), int(labels.max())
-        if low < 0 or high >= num_classes:
-            bad = low if low < 0 else high
-            raise UsageError(
-                f"training label {bad} is out of range for {num_classes} classes "
-                f"(expected 0..{num_classes - 1})"
-            )
+        check_label_range(int(labels.min()), int(labels.max()), num_classes)
         counts += torch.bincount(labels, minlength=num_classes)
     return counts.tolist()
+
+
+def check_label_range(low: int, high: int, num_classes: int) -> None:
+    """Refuse training labels outside 0..num_classes-1 (255 already left out)."""
+    if low < 0 or high >= num_classes:
+        bad = low if low < 0 else high
+        raise UsageError(
+            f"training label {bad} is out of range for {num_classes} classes "
+            f"(expected 0..{num_classes - 1})"
+        )
