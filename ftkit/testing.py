@@ -65,6 +65,9 @@ def plugins(*modules: str, load_entry_points: bool = False) -> Plugins:
         return Plugins(modules)
 
 
+_builtins = plugins  # for ``plan``, whose ``plugins`` argument hides the function
+
+
 def anatomy_of(model: nn.Module, loaded: Plugins | None = None) -> Anatomy:
     """The anatomy ftkit would use for ``model`` (the registered providers'
     first match by priority)."""
@@ -87,7 +90,7 @@ def plan(
     or a ``Strategy``) on ``anatomy``: ``options`` checked as ``-o`` checks
     them, ``request`` the rest of ``PlanRequest`` (``pretrained=True``, ...)."""
     if isinstance(strategy, str):
-        loaded = plugins if plugins is not None else globals()["plugins"]()
+        loaded = plugins if plugins is not None else _builtins()
         strategy = loaded.strategies.get(strategy)
     raw = {key: str(value) for key, value in (options or {}).items()}
     resolved = resolve_options(strategy.all_options(), raw, "test")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -147,24 +147,25 @@ class Unsaved:
     resume, so it must not leave a directory that blocks the same command
     until deleted by hand."""
 
-    runs: list[tuple[Path, bool]] = field(default_factory=list)
+    run: tuple[Path, bool] | None = None
 
     def made(self, run_dir: Path, existed: bool) -> None:
-        self.runs = [(run_dir, existed)]
+        self.run = (run_dir, existed)
 
     def discard(self, console: Console) -> None:
-        for run_dir, existed in self.runs:
-            kept = (run_dir / "checkpoints" / ckpt.LAST, run_dir / "summary.json")
-            if any(path.exists() for path in kept) or _has_rows(run_dir / "metrics.jsonl"):
-                continue  # trained epochs (before a first `last` with --save-every) are kept
-            # an --out directory the user made was empty: everything in it is this run's
-            for path in run_dir.iterdir() if existed else [run_dir]:
-                if path.is_dir():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
-            console.warn(f"removed {run_dir}: the run failed before its first checkpoint")
-        self.runs = []
+        if self.run is None:
+            return
+        (run_dir, existed), self.run = self.run, None
+        kept = (run_dir / "checkpoints" / ckpt.LAST, run_dir / "summary.json")
+        if any(path.exists() for path in kept) or _has_rows(run_dir / "metrics.jsonl"):
+            return  # trained epochs (before a first `last` with --save-every) are kept
+        # an --out directory the user made was empty: everything in it is this run's
+        for path in run_dir.iterdir() if existed else [run_dir]:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        console.warn(f"removed {run_dir}: the run failed before its first checkpoint")
 
 
 def _has_rows(metrics: Path) -> bool:
