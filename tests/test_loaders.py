@@ -84,3 +84,64 @@ def test_plan_prints_the_loader(folders):
         "ftkit: error: --workers: must be auto or a number of worker processes "
         "(0 or more), got 'many'"
     )
+
+
+def _batches(config):
+    """ftkit's training and validation batches as the loop sees them, what
+    crossed to the device, and the same samples normalised on the CPU."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from ftkit.engine.train.distributed import World
+    from ftkit.engine.train.loaders import loaders
+    from ftkit.plugins.manager import Plugins
+    from ftkit.prepare import model_data, prepare
+
+    data = model_data(prepare(config, Plugins()))
+    sampler, train, val = loaders(config, data, World(), torch.device("cpu"))
+    crossed = next(iter(train.loader))[0]
+    on_cpu = DataLoader(data.train, batch_size=config.batch_size, sampler=sampler, drop_last=True)
+    pairs = [(next(iter(train)), next(iter(on_cpu)))]
+    pairs += list(zip(val, DataLoader(data.val, batch_size=config.batch_size), strict=True))
+    return crossed, pairs
+
+
+@pytest.mark.parametrize(
+    "task, extra",
+    [
+        ("segmentation", {"augment": "flip,jitter"}),
+        ("segmentation", {"crop": "24,24"}),  # padded with the mean: float before it crosses
+        ("classification", {"augment": "flip,crop(0.6)"}),
+    ],
+)
+def test_images_cross_as_decoded_and_are_normalised_on_the_device(folders, task, extra):
+    import torch
+
+    model = {"model": "tv:resnet18"} if task == "classification" else {}
+    config = make_config(
+        None, (), (),
+        {"task": task, "data": str(folders / task), "image_size": 32, "batch_size": 4,
+         "resize": "keep", **model, **extra},
+    )  # fmt: skip
+    crossed, pairs = _batches(config)
+    assert crossed.dtype == (torch.float32 if "crop" in extra else torch.uint8)
+    for (x, y), (x_cpu, y_cpu) in pairs:
+        assert x.dtype == torch.float32
+        assert torch.equal(x, x_cpu) and torch.equal(y, y_cpu)  # bit for bit
+
+
+def test_sixteen_bit_images_cross_as_float32(tmp_path):
+    import torch
+
+    from tests.test_resolution import grey_folder
+
+    root = grey_folder(tmp_path, {"train": [0, 1, 65535, 30000], "val": [7, 65534]})
+    config = make_config(
+        None, (), (),
+        {"task": "classification", "data": str(root), "image_size": 8, "batch_size": 2,
+         "model": "tv:resnet18"},
+    )  # fmt: skip
+    crossed, pairs = _batches(config)
+    assert crossed.dtype == torch.float32  # every one of the 65,536 levels kept
+    for (x, _), (x_cpu, _) in pairs:
+        assert torch.equal(x, x_cpu)

@@ -137,7 +137,7 @@ def loader_images_per_second(root: Path, workers: int, batches: int) -> dict:
         return images / (time.perf_counter() - start)
 
     runs = {"ftkit": [], "imagefolder": []}
-    for _ in range(3):  # alternated, so a busy moment hurts both
+    for _ in range(5):  # alternated, so a busy moment hurts both
         runs["ftkit"].append(rate(ours))
         runs["imagefolder"].append(rate(reference))
     best = {k: max(v) for k, v in runs.items()}

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from ftkit.checkpoint import atomic_write
 from ftkit.commands.calibration import calibrated, doubts, fit_temperature
@@ -24,6 +23,7 @@ from ftkit.engine.rundir.resume import check_run_data
 from ftkit.engine.summary import json_text
 from ftkit.engine.train.criterion import make_loss
 from ftkit.engine.train.distributed import scoring_batches
+from ftkit.engine.train.loaders import device_loader
 from ftkit.engine.train.loop import evaluate
 from ftkit.errors import UsageError
 from ftkit.models.weights import fit_weights, read_state, weights_file
@@ -54,8 +54,9 @@ class Evaluator:
         if recorded is not None:
             self.held_back = hold_back_added(self.prepared.data, Path(config.data), recorded)
         self.data = model_data(self.prepared).scored(split)
-        self.loader = DataLoader(
+        self.loader = device_loader(
             self.data.val,
+            self.device,
             **scoring_batches(self.data.val, config.batch_size),
             num_workers=loader_settings(config, self.device.type).workers,
         )

@@ -43,13 +43,14 @@ its size and its class id (or its mask's label pixel counts) stay in memory.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
 from ftkit.data.images import decode, read_mask
-from ftkit.data.index import Facts, LabelPixels, index_folder
+from ftkit.data.index import Facts, LabelPixels, index_folder, relative_posix
 from ftkit.data.splits import DataSplits
 from ftkit.data.transforms import (
     IGNORE_INDEX,
@@ -534,7 +535,7 @@ def _split(items: list[T], val_fraction: float, root: Path) -> tuple[list[T], li
 
 def split_key(image: Path, root: Path) -> float:
     """A number in [0, 1) fixed by the image's path inside the dataset folder."""
-    relative = image.relative_to(root).as_posix()
+    relative = relative_posix(image, root)
     digest = hashlib.sha256(relative.encode("utf-8", "surrogateescape")).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
@@ -554,9 +555,19 @@ def _read_class_names(root: Path) -> list[str] | None:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    for f in folder.iterdir():
-        _check_link(f)
-    return sorted(f for f in folder.iterdir() if _is_image(f))
+    """The images of ``folder``, sorted. ``os.scandir`` knows each entry's type
+    from the directory listing: no stat per file (50,000 stats cost a second)."""
+    names = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            suffix = os.path.splitext(entry.name)[1].lower()  # what Path.suffix says
+            if suffix not in IMAGE_SUFFIXES:
+                continue
+            if entry.is_symlink():
+                _check_link(Path(entry.path))
+            if entry.is_file() and not entry.name.startswith("."):
+                names.append(entry.name)
+    return [folder / name for name in sorted(names)]  # the order of sorted(paths)
 
 
 def _check_link(path: Path) -> None:

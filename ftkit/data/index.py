@@ -82,7 +82,7 @@ def index_folder(
     that square (``--resize squash``)."""
     racy = time.time_ns() - int(RACY_SECONDS * 1e9)  # files modified since: digested
     stamps = [_stamp(image, mask) for image, mask in samples]
-    keys = [_relative(image, root) for image, _ in samples]
+    keys = [relative_posix(image, root) for image, _ in samples]
     path, where = cache_file(root, task)
     known = _read(path, where, task) if path is not None else {}
     records: dict[str, dict[str, Any]] = {}
@@ -176,7 +176,7 @@ def _facts(
         size = (int(w), int(h))
         labels = squashed = None
         if mask is not None:
-            if record["mask"] != [_relative(mask, root), *stamp[2:]]:
+            if record["mask"] != [relative_posix(mask, root), *stamp[2:]]:
                 return None
             labels = _histogram_of(record["labels"])
             if squash_to is not None:
@@ -209,7 +209,7 @@ def _record(
 ) -> dict[str, Any]:
     record: dict[str, Any] = {"image": list(stamp[:2]), "size": list(facts.size)}
     if mask is not None and facts.labels is not None:
-        record["mask"] = [_relative(mask, root), *stamp[2:]]
+        record["mask"] = [relative_posix(mask, root), *stamp[2:]]
         record["labels"] = list(facts.labels)
         record["squashed"] = {} if facts.squashed is None else {str(squash_to): facts.squashed}
     if digest is not None:
@@ -225,7 +225,7 @@ def digests(image: Path, mask: Path | None) -> list[str]:
     ]
 
 
-def _relative(path: Path, root: Path) -> str:
+def relative_posix(path: Path, root: Path) -> str:
     """``path`` inside ``root``, with / (by the strings: pathlib's own costs ~10x)."""
     text, base = str(path), str(root)
     if text.startswith(base + os.sep):

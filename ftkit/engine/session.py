@@ -37,7 +37,7 @@ from ftkit.engine.train.drift import group_changes
 from ftkit.engine.train.ema import Ema
 from ftkit.engine.train.features import CachedFeatures, check_requested, why_not
 from ftkit.engine.train.guards import GradNormAlert, NonFinite
-from ftkit.engine.train.loaders import batch_mix, loaders
+from ftkit.engine.train.loaders import Batches, batch_mix, loaders
 from ftkit.engine.train.loop import EpochProgress, Loop, NonFiniteStop, anchors
 from ftkit.engine.train.staging import apply_stage, make_optimizer, set_train_mode
 from ftkit.engine.train.state import RunState, checkpoint, restore, seed_everything, set_rng_state
@@ -374,7 +374,7 @@ class Session:
         self.stoppers.store()
         return checkpoint(self.state, self.model, self.loop, self.config)
 
-    def stage_loader(self, stage: Stage) -> DataLoader:
+    def stage_loader(self, stage: Stage) -> Batches:
         """The stage's batches: images, or the frozen trunk's cached outputs."""
         config, loop = self.config, self.loop
         split = self.split if config.cache_features != "off" else None

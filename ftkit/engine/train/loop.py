@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from ftkit.engine.train import distributed
 from ftkit.engine.train.distributed import World
@@ -215,7 +214,7 @@ class Loop:
 
     def evaluate(
         self,
-        loader: DataLoader,
+        loader: Iterable[Any],
         loss_fn: Callable[..., torch.Tensor],
         task: Task,
         num_classes: int,
@@ -280,7 +279,7 @@ def autocast(amp: str, device: torch.device) -> Any:
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    loader: DataLoader,
+    loader: Iterable[Any],
     loss_fn: Callable[..., torch.Tensor],
     task: Task,
     num_classes: int,
@@ -304,7 +303,7 @@ def evaluate(
     totals = torch.zeros(2, dtype=torch.float64, device=device)
     samples: list[Any] = []
     for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # no-op if there
         with autocast(amp, device):
             views = [at_mask_size(v, y) for v in predict(net, x, task, tta)]
             logits = views[0] if len(views) == 1 else mean_softmax(views)
