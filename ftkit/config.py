@@ -267,6 +267,13 @@ class Config:
     max_nonfinite_steps: int = opt(
         5, "stop after this many non-finite steps in a row", check=_at_least_one
     )
+    log_every: int = opt(
+        20,
+        "optimizer steps between reads of the loss and gradient figures (each read waits "
+        "for the GPU; the progress bar and the guards update then)",
+        check=_at_least_one,
+        trains=False,
+    )
     monitor: str | None = opt(
         None, "metric for early stopping and best weights [default: val_miou | val_accuracy]"
     )

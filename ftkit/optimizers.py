@@ -35,13 +35,24 @@ class Optimizer:
 def adamw(param_groups: Sequence[dict[str, Any]], **kw: Any) -> Any:
     import torch
 
-    return torch.optim.AdamW(param_groups, lr=0.0, **kw)
+    return torch.optim.AdamW(param_groups, lr=0.0, fused=fusable(param_groups), **kw)
 
 
 def sgd(param_groups: Sequence[dict[str, Any]], **kw: Any) -> Any:
     import torch
 
-    return torch.optim.SGD(param_groups, lr=0.0, momentum=0.9, **kw)
+    return torch.optim.SGD(param_groups, lr=0.0, momentum=0.9, fused=fusable(param_groups), **kw)
+
+
+def fusable(param_groups: Sequence[dict[str, Any]]) -> bool:
+    """Whether torch's fused kernel can step these parameters (floating point, on
+    the CPU or CUDA): it takes ``found_inf``, so a non-finite step is skipped on
+    the device (``engine/train/loop.py``), and is one kernel for all of them."""
+    return all(
+        p.is_floating_point() and p.device.type in ("cpu", "cuda")
+        for g in param_groups
+        for p in g["params"]
+    )
 
 
 @hookimpl

@@ -50,6 +50,7 @@ from ftkit.engine.train.loaders import batch_mix, loaders
 from ftkit.engine.train.loop import Loop, anchors
 from ftkit.engine.train.staging import apply_stage, make_optimizer, set_train_mode
 from ftkit.engine.train.state import rng_state, seed_everything, set_rng_state
+from ftkit.engine.train.tally import EpochProgress, Tally
 from ftkit.errors import UsageError
 from ftkit.plan.units import fmt_lr
 from ftkit.plugins.manager import Plugins
@@ -121,6 +122,7 @@ def sweep(
     params = [p for g in loop.optimizer.param_groups for p in g["params"]]
     net = loop.net or loop.model
     average, lowest = 0.0, math.inf
+    tally = Tally(loop.device, EpochProgress(), loop.alert, loop.nonfinite)
     with restored(loop):
         loop.optimizer.zero_grad(set_to_none=True)
         for i, lr in enumerate(lrs):
@@ -130,9 +132,12 @@ def sweep(
                 with loop.autocast():
                     x, y = loop.batch(x, y)
                     batch_loss = loss_fn(net(x), y)
+                tally.add_loss(batch_loss)
                 loop.scaler.scale(batch_loss / loop.accumulate).backward()
-                loss += float(batch_loss.detach()) / loop.accumulate
-            if loop.step(params, not math.isfinite(loss), lr / plan_lr) is None:
+                loss += float(batch_loss.detach()) / loop.accumulate  # the sweep reads each loss
+            skipped = int(tally.skipped)
+            loop.step(params, tally, lr / plan_lr)
+            if int(tally.skipped) > skipped:
                 result.stop, result.diverged = (
                     f"a non-finite loss or gradient at {fmt_lr(lr)}",
                     True,

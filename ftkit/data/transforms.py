@@ -88,7 +88,7 @@ def build_transform(
     steps = [*(geometry or []), *augmentations(augment, size)]
     if normalise:
         steps.append(Normalise(mean, std))
-    return v2.Compose(steps)
+    return v2.Compose(steps or [v2.Identity()])  # Compose refuses an empty list
 
 
 class Normalise:

@@ -5,6 +5,7 @@ the summary table at the end."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -48,7 +49,8 @@ class Console:
             nonlocal images
             images += n
             rate = images / max(time.perf_counter() - start, 1e-9)
-            bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.0f}")
+            shown = f"{loss:.4f}" if math.isfinite(loss) else "-"  # read every --log-every steps
+            bar.set_postfix(loss=shown, img_s=f"{rate:.0f}")
             bar.update(1)
 
         return bar, advance

@@ -142,6 +142,7 @@ class Session:
             channels_last=config.channels_last,
             compile=config.compile,
             window=config.slide_window,
+            log_every=config.log_every,
         )
         self.loop.anchors = anchors(self.model, self.plan.anchored, self.start_weights, device)
         if config.ema is not None:

@@ -17,21 +17,29 @@ from torch import nn
 
 class Ema:
     def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay, self.updates = decay, 0
+        self.decay = decay
         self.params = {name for name, _ in model.named_parameters()}
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        device = next(iter(self.shadow.values())).device if self.shadow else None
+        self.updates = torch.zeros((), dtype=torch.float64, device=device)  # on the device
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+    def update(self, model: nn.Module, taken: torch.Tensor | None = None) -> None:
+        """After a step; one not ``taken`` (a device bool: skipped) changes nothing,
+        decided on the device."""
+        on = torch.ones_like(self.updates) if taken is None else taken.double()
+        self.updates += on
+        u = self.updates
+        d = torch.clamp((1 + u) / (10 + u), max=self.decay)  # in float64, as on the host
+        weight = ((1 - d) * on).float()
         for name, value in model.state_dict().items():
+            shadow = self.shadow[name]
             if name in self.params and value.is_floating_point():
                 # d * shadow + (1 - d) * value, exact where they are equal (a frozen
-                # weight stays bit-identical) and at d = 0 (the model's)
-                self.shadow[name].lerp_(value, 1 - d)
-            else:
-                self.shadow[name].copy_(value)  # BatchNorm statistics follow the model
+                # weight stays bit-identical), at d = 0 (the model's) and at weight 0
+                shadow.lerp_(value, weight.to(value.dtype))
+            else:  # BatchNorm statistics follow the model
+                shadow.copy_(value if taken is None else torch.where(taken, value, shadow))
 
     @contextmanager
     def applied(self, model: nn.Module) -> Iterator[None]:
@@ -44,9 +52,9 @@ class Ema:
             model.load_state_dict(own)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"updates": self.updates, "shadow": self.shadow}
+        return {"updates": int(self.updates), "shadow": self.shadow}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.updates = state["updates"]
+        self.updates.fill_(state["updates"])
         for name, value in state["shadow"].items():
             self.shadow[name].copy_(value)

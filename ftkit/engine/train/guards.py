@@ -19,12 +19,18 @@ class GradNormAlert:
     clip: float | None = None  # --clip-grad-norm: the norm watched is measured before it
 
     def update(self, norm: float) -> str | None:
+        """One step's norm."""
         self.streak = self.streak + 1 if norm > self.limit else 0
-        if self.streak >= self.window and not self.alerted:
+        return self.observe(self.streak, self.streak, norm)
+
+    def observe(self, streak: int, longest: int, norm: float) -> str | None:
+        """A read of the device's tally (``engine/train/tally.py``): the streak now,
+        the longest since the previous read, the last norm."""
+        self.streak = streak
+        if longest >= self.window and not self.alerted:
             self.alerted = True
             head = (
-                f"gradient norm above {self.limit:g} for {self.streak} steps in a row "
-                f"(now {norm:.3g}"
+                f"gradient norm above {self.limit:g} for {longest} steps in a row (now {norm:.3g}"
             )
             if self.clip is None:
                 return f"{head}): the LR may be too high; consider --clip-grad-norm"

@@ -2,7 +2,10 @@
 
 Read it top to bottom like nanoGPT's train.py. Every step computes the total
 gradient norm (logged, optionally clipped); a step whose loss or gradient is
-not finite is skipped with the weights untouched.
+not finite is skipped with the weights untouched. Neither needs the host: the
+figures are tallied on the device (``tally.py``) and read every ``log_every``
+steps, and the skip is the optimizer's own ``found_inf`` (the tensor GradScaler
+hands fused Adam, AdamW and SGD), so a GPU step never waits for the CPU.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ftkit.engine.train.ema import Ema
 from ftkit.engine.train.guards import GradNormAlert, NonFinite
 from ftkit.engine.train.sliding import SlidingWindow
 from ftkit.engine.train.staging import set_lr
+from ftkit.engine.train.tally import EpochProgress, Tally
 from ftkit.errors import UsageError
 from ftkit.plan.schedule import lr_factor
 from ftkit.plan.stages import Stage
@@ -31,34 +35,6 @@ from ftkit.tasks import Task
 
 class NonFiniteStop(Exception):
     """Too many non-finite steps in a row."""
-
-
-@dataclass
-class EpochProgress:
-    """An epoch's running totals. Kept on the loop so that an interrupted epoch
-    can be checkpointed and resumed at the exact batch where it stopped."""
-
-    batches: int = 0  # batches consumed
-    steps: int = 0  # optimizer steps, skipped ones included
-    skipped: int = 0
-    images: int = 0
-    seconds: float = 0.0
-    losses: list[float] = field(default_factory=list)
-    norms: list[float] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    complete: bool = False
-
-    @property
-    def loss(self) -> float:
-        return sum(self.losses) / len(self.losses) if self.losses else math.nan
-
-    @property
-    def grad_norm_mean(self) -> float:
-        return sum(self.norms) / len(self.norms) if self.norms else math.nan
-
-    @property
-    def grad_norm_max(self) -> float:
-        return max(self.norms) if self.norms else math.nan
 
 
 @dataclass
@@ -81,6 +57,7 @@ class Loop:
     ema: Ema | None = None  # --ema
     window: tuple[int, int] | None = None  # --eval-mode slide: the window scored at a time
     mix: Callable[[Any, torch.Tensor], tuple[Any, torch.Tensor]] | None = None  # MixUp/CutMix
+    log_every: int = 20  # --log-every: optimizer steps between reads of the tally
 
     def __post_init__(self) -> None:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
@@ -129,88 +106,100 @@ class Loop:
         warmup = round(stage.warmup_epochs * steps_per_epoch)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         epoch = self.progress = self.progress or EpochProgress()
-        start, bad = time.perf_counter(), False
+        tally = Tally(self.device, epoch, self.alert, self.nonfinite)
+        start, stop = time.perf_counter(), False
         self.optimizer.zero_grad(set_to_none=True)
         net = self.net or self.model
         for batch in loader:
             x, y = self.batch(*batch)
             with self.autocast():
                 loss = loss_fn(net(x), y)
-            value = float(loss.detach())
+            tally.add_loss(loss)
             # Backward even a non-finite loss: under DDP every rank must join the
             # gradient all-reduce. The step is skipped below, the weights untouched.
             self.scaler.scale(loss / self.accumulate).backward()
-            if math.isfinite(value):
-                epoch.losses.append(value)
-            else:
-                bad = True  # poisons the whole accumulated step
             epoch.batches += 1
             epoch.images += len(y)
             if on_batch:  # per batch, so the bar and images/s count every batch
-                on_batch(value, len(y))
+                on_batch(epoch.loss, len(y))  # the loss as of the last read
             if epoch.batches % self.accumulate:
                 continue  # a trailing partial accumulation is dropped with the epoch
-            # One collective per step makes skips and interrupts the same on every rank.
-            bad, stop = self.world.any(bad, interrupted())
             factor = lr_factor(stage.schedule, stage_step + epoch.steps, total_steps, warmup)
-            norm = self.step(params, bad, factor)
-            bad = False
+            self.step(params, tally, factor)
             epoch.steps += 1
-            if norm is None:
-                epoch.skipped += 1
-                if self.nonfinite.skipped():
-                    raise NonFiniteStop(f"{self.nonfinite.streak} non-finite steps in a row")
-            else:
-                self.nonfinite.ok()
-                epoch.norms.append(norm)
-                note = self.alert.update(norm)
-                if note:
-                    epoch.warnings.append(note)
+            if epoch.steps % self.log_every == 0:
+                stop = self.read(tally, epoch, interrupted)
+            elif not self.world.enabled:
+                stop = interrupted()  # a flag of this process: no rank to agree with
             if stop:
                 break
         else:
             epoch.complete = True
+        self.read(tally, epoch, lambda: False)
         epoch.seconds += time.perf_counter() - start
         if epoch.complete:
             self.progress = None
         return epoch
 
-    def step(self, params: list[torch.Tensor], bad: bool, factor: float) -> float | None:
-        """One optimizer step with every group at ``factor`` times its plan LR;
-        None when it was skipped as non-finite."""
-        if bad:
-            self.optimizer.zero_grad(set_to_none=True)
-            return None
+    def read(self, tally: Tally, epoch: EpochProgress, interrupted: Callable[[], bool]) -> bool:
+        """The tally on the host, the guards' verdicts, and whether to stop: every
+        rank agrees on an interrupt here, in one collective every ``log_every``
+        steps rather than one a step."""
+        if tally.read(epoch, self.alert, self.nonfinite):
+            raise NonFiniteStop(f"{self.nonfinite.limit} non-finite steps in a row")
+        return self.world.any(interrupted())[0]
+
+    def step(self, params: list[torch.Tensor], tally: Tally, factor: float) -> None:
+        """One optimizer step with every group at ``factor`` times its plan LR,
+        skipped when a loss of it (``tally.pending``) or its gradient norm is not
+        finite: decided on the device where the optimizer takes ``found_inf``."""
         self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in params if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
-        value = float(norm)
-        if not math.isfinite(value) and not self.scaler.is_enabled():
-            self.optimizer.zero_grad(set_to_none=True)
-            return None
-        if self.clip_grad_norm is not None:
+        norm = (
+            torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+        )
+        skip = tally.pending
+        if not self.scaler.is_enabled():  # fp16: GradScaler skips an overflow itself
+            skip = skip | ~torch.isfinite(norm)
+        if self.clip_grad_norm is not None:  # a non-finite norm makes NaNs of a skipped step
             torch.nn.utils.clip_grads_with_norm_(params, self.clip_grad_norm, norm)
         set_lr(self.optimizer, factor)
-        after = bool(self.anchors) or self.ema is not None  # work for a step that was taken
-        scale = self.scaler.get_scale() if after else 0.0  # a GPU sync with fp16: only then
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        if after and self.scaler.get_scale() >= scale:  # a lowered fp16 scale: step skipped
-            self.pull_to_start()
-            if self.ema is not None:
-                self.ema.update(self.model)
+        taken = ~skip
+        if self.scaler.is_enabled() or not skips_on_device(self.optimizer):
+            if bool(skip):  # a host sync: GradScaler's own path, or an optimizer without found_inf
+                tally.add_step(norm, skip)
+                self.optimizer.zero_grad(set_to_none=True)
+                return
+            scale = self.scaler.get_scale() if self.scaler.is_enabled() else 0.0
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            # a lowered fp16 scale: GradScaler skipped the step (a sync, with fp16 only)
+            taken = torch.tensor(self.scaler.get_scale() >= scale, device=self.device)
+        else:
+            self.optimizer.found_inf = skip.float()  # type: ignore[attr-defined]
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf  # type: ignore[attr-defined]
+        if self.anchors:
+            self.pull_to_start(taken)
+        if self.ema is not None:
+            self.ema.update(self.model, taken)
         self.optimizer.zero_grad(set_to_none=True)
-        return value
+        tally.add_step(norm, skip)
 
     @torch.no_grad()
-    def pull_to_start(self) -> None:
+    def pull_to_start(self, taken: torch.Tensor) -> None:
         """L2-SP, decoupled as AdamW decouples weight decay: each pulled weight
-        moves ``lr * l2sp`` of the way back to its starting value."""
+        moves ``lr * l2sp`` of the way back to its starting value, if the step
+        was ``taken`` (a device bool)."""
+        on = taken.float()
         for group in self.optimizer.param_groups:
             if group.get("l2sp"):
+                weight = on * (group["lr"] * group["l2sp"])
                 for p in group["params"]:
                     if p in self.anchors:  # a new head's biases are not pulled
-                        p.lerp_(self.anchors[p], group["lr"] * group["l2sp"])
+                        p.lerp_(self.anchors[p], weight)
 
     def evaluate(
         self,
@@ -229,7 +218,7 @@ class Loop:
     def mean_loss(self, progress: EpochProgress) -> float:
         """The epoch's mean training loss over every rank."""
         totals = torch.tensor(
-            [sum(progress.losses), len(progress.losses)], dtype=torch.float64, device=self.device
+            [progress.loss_sum, progress.loss_count], dtype=torch.float64, device=self.device
         )
         self.world.sum(totals)
         return float(totals[0] / totals[1]) if totals[1] else math.nan
@@ -256,9 +245,29 @@ class Loop:
             self.scaler.load_state_dict(state["scaler"])
         vars(self.alert).update(state["alert"])
         vars(self.nonfinite).update(state["nonfinite"])
-        self.progress = EpochProgress(**state["progress"]) if state["progress"] else None
+        self.progress = EpochProgress.from_state(state["progress"]) if state["progress"] else None
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
+
+
+def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``found_inf`` skips a step of ``optimizer`` on the device, as
+    GradScaler relies on: fused Adam, AdamW and SGD. A skipped first step of
+    fused SGD with momentum would leave its new buffers unset, so that step is
+    decided on the host."""
+    if not getattr(optimizer, "_step_supports_amp_scaling", False):
+        return False
+    if isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+        return True
+    if not isinstance(optimizer, torch.optim.SGD):
+        return False
+    return all(
+        "momentum_buffer" in optimizer.state[p]
+        for g in optimizer.param_groups
+        if g["momentum"]
+        for p in g["params"]
+        if p.grad is not None
+    )
 
 
 def anchors(
