@@ -77,15 +77,50 @@ def setup(device: str) -> tuple[World, torch.device]:
     return World(dist.get_rank(), size), torch.device("cpu")
 
 
-def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
-    """The module to call for training: DDP over the parameters that train now.
-    DDP fixes its parameter set when built, so a stage change wraps again."""
+class LossFlag:
+    """Carries a rank's non-finite loss to every rank in the gradients' own
+    all-reduce (a DDP communication hook), not in a collective of its own: a
+    rank whose loss was not finite adds NaN to each gradient bucket it sends,
+    so every rank's summed gradient norm is NaN and every rank skips the step."""
+
+    def __init__(self) -> None:
+        self.process_group = None  # the default group
+        self.poison: torch.Tensor | None = None
+
+    def mark(self, pending: torch.Tensor) -> None:
+        """Before a backward: ``pending`` (a device bool) is this rank's loss flag."""
+        self.poison = torch.where(pending, torch.nan, 0.0)
+
+    @staticmethod
+    def hook(state: LossFlag, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+        if state.poison is not None:
+            bucket.buffer().add_(state.poison.to(bucket.buffer().dtype))
+        return allreduce_hook(state.process_group, bucket)  # type: ignore[arg-type]
+
+
+# DDP checks a hook's annotations as objects; ``from __future__ import annotations`` made strings
+LossFlag.hook.__annotations__.update(
+    {"bucket": dist.GradBucket, "return": torch.futures.Future[torch.Tensor]}
+)
+
+
+def wrap(
+    model: torch.nn.Module, world: World, device: torch.device
+) -> tuple[torch.nn.Module, LossFlag | None]:
+    """The module to call for training: DDP over the parameters that train now,
+    with its ``LossFlag``. DDP fixes its parameter set when built, so a stage
+    change wraps again."""
     if not world.enabled or not any(p.requires_grad for p in model.parameters()):
-        return model
+        return model, None
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids)
+    ddp = DistributedDataParallel(model, device_ids=ids)
+    flag = LossFlag()
+    ddp.register_comm_hook(flag, LossFlag.hook)
+    return ddp, flag
 
 
 def shutdown(world: World, finished: bool) -> None:

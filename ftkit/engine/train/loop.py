@@ -58,6 +58,7 @@ class Loop:
     window: tuple[int, int] | None = None  # --eval-mode slide: the window scored at a time
     mix: Callable[[Any, torch.Tensor], tuple[Any, torch.Tensor]] | None = None  # MixUp/CutMix
     log_every: int = 20  # --log-every: optimizer steps between reads of the tally
+    loss_flag: distributed.LossFlag | None = None  # under DDP: a rank's NaN loss, to all ranks
 
     def __post_init__(self) -> None:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
@@ -79,7 +80,7 @@ class Loop:
 
     def wrap(self) -> None:
         """Build what training calls, after the trainable parameters changed."""
-        net = distributed.wrap(self.model, self.world, self.device)
+        net, self.loss_flag = distributed.wrap(self.model, self.world, self.device)
         self.net = torch.compile(net) if self.compile else net
 
     def autocast(self) -> Any:
@@ -115,6 +116,8 @@ class Loop:
             with self.autocast():
                 loss = loss_fn(net(x), y)
             tally.add_loss(loss)
+            if self.loss_flag is not None:
+                self.loss_flag.mark(tally.pending)
             # Backward even a non-finite loss: under DDP every rank must join the
             # gradient all-reduce. The step is skipped below, the weights untouched.
             self.scaler.scale(loss / self.accumulate).backward()
