@@ -15,7 +15,6 @@ from conftest import read_jsonl, torchrun
 from torch.overrides import TorchFunctionMode
 
 import ftkit
-from ftkit.engine.train import loop as loop_module
 from ftkit.engine.train.guards import NonFinite
 from ftkit.engine.train.loop import Loop
 from ftkit.engine.train.staging import apply_stage, make_optimizer
@@ -264,7 +263,8 @@ def test_two_ranks_skip_the_step_one_rank_found_not_finite(ftkit, tmp_path):
         for key in ("val_loss", "val_miou", "val_pixel_accuracy"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
     for rank in (0, 1):
-        epochs = [json.loads(line) for line in open(tmp_path / f"collectives-{rank}.jsonl")]
+        lines = (tmp_path / f"collectives-{rank}.jsonl").read_text().splitlines()
+        epochs = [json.loads(line) for line in lines]
         # one agreement per read (every 2 steps and the epoch's end), none per step
         assert [e["collectives"] for e in epochs] == [e["steps"] // 2 + 1 for e in epochs]
         assert all(e["steps"] >= 4 for e in epochs)
