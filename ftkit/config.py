@@ -301,6 +301,13 @@ class Config:
         check=_at_least_one,
         trains=False,
     )
+    checkpoint_writer: str = opt(
+        "auto",
+        "write checkpoints on a background thread, overlapping the next epoch (async), "
+        "or in the training thread (sync); auto: async on CUDA, sync elsewhere",
+        choices=("auto", "sync", "async"),
+        trains=False,
+    )
     workers: str = opt(
         "auto",
         "data-loader worker processes: N, or auto (a folder's: the cores this process "

@@ -146,8 +146,10 @@ def test_a_kill_at_a_stage_boundary_resumes_bit_identically(ftkit, faults, strat
 # --- 3: disk faults -------------------------------------------------------------------
 
 
-def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(ftkit, faults):
+@pytest.mark.parametrize("writer", ["sync", "async"])
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(ftkit, faults, writer):
     args = [*SMALL, "--strategy", "full", "--epochs", "3", "--out", "run"]
+    args += ["--checkpoint-writer", writer]
     result = ftkit("run", *args, env={"FAULT_DISK_FULL_AT": "2"})
     line = one_line_error(result, code=1)
     assert "No space left on device" in line and "MiB free there" in line

@@ -109,6 +109,51 @@ def test_interrupted_then_resumed_is_identical(reference, tmp_path, how):
     assert weights_hash(run) == weights_hash(reference)
 
 
+# `last` of epoch 2 written slowly by the background writer, so that a kill lands
+# while it is in flight (epoch 3 training meanwhile)
+SLOW_WRITE = """
+import os, time
+import ftkit.checkpoint as ckpt
+
+saves, save_state = [], ckpt.save_state
+
+
+def slow(path, state):
+    saves.append(path)
+    if len(saves) == 2 and os.environ.get("SLOW_WRITE"):
+        open(path.parent.parent / "writing", "w").close()
+        time.sleep(120)
+    save_state(path, state)
+
+
+ckpt.save_state = slow
+"""
+
+
+def test_a_kill_while_a_background_write_is_in_flight_keeps_the_previous_last(reference, tmp_path):
+    (tmp_path / "slowwrite.py").write_text(SLOW_WRITE)
+    run, async_ = tmp_path / "run", ["--checkpoint-writer", "async", "--plugin", "slowwrite"]
+    os.environ["SLOW_WRITE"] = "1"
+    try:
+        proc = start([*RUN, *async_, "--out", "run"], tmp_path)
+    finally:
+        del os.environ["SLOW_WRITE"]
+    deadline = time.time() + 300
+    while not (run / "writing").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert ckpt.load_state(run / "checkpoints" / ckpt.LAST)["run"]["epoch"] == 1  # whole
+    resumed = start(["run", "--resume", "run", *async_], tmp_path)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert "resuming run after epoch 1" in out
+    assert rows(run) == rows(reference)
+    assert weights_hash(run) == weights_hash(reference)
+    assert ckpt.load_state(run / "checkpoints" / ckpt.LAST)["run"]["epoch"] == 3
+
+
 def test_resume_of_a_finished_run_does_nothing(reference, ftkit):
     before = (reference / "checkpoints" / ckpt.LAST).read_bytes()
     result = ftkit("run", "--resume", str(reference))

@@ -29,6 +29,7 @@ from ftkit.engine.console import Console, Report
 from ftkit.engine.rundir import layout as rundir
 from ftkit.engine.rundir.checkpoints import Checkpoints
 from ftkit.engine.rundir.layout import RunDir, Unsaved
+from ftkit.engine.rundir.writer import background_writer
 from ftkit.engine.stoppers import Stoppers
 from ftkit.engine.summary import empty_classes, summarize
 from ftkit.engine.train.criterion import make_loss
@@ -171,7 +172,12 @@ class Session:
         monitor = config.monitor or self.task.monitor
         self.stoppers = Stoppers(config, monitor, self.state)
         self.checkpoints = Checkpoints(
-            self.out, self.checkpoint, self.best_weights, self.plan.epochs, config.save_every
+            self.out,
+            self.checkpoint,
+            self.best_weights,
+            self.plan.epochs,
+            config.save_every,
+            background=background_writer(config.checkpoint_writer, device),
         )
         # The run's own lifecycle plugins (lifecycle hooks run on rank 0 only):
         # they only read, so their order among plugins does not matter.
@@ -361,6 +367,7 @@ class Session:
             self.hooks.ftkit_run_end(run=self.info, summary=summary)
             if self.world.main:
                 self.checkpoints.at_end(summary)
+            self.checkpoints.finish()  # `last` on disk before the run says it ended
         finally:
             for plugin in self.own:
                 if self.plugins.pm.is_registered(plugin):

@@ -93,8 +93,6 @@ class RunDir:
         """``last.pt``."""
         if not self.main:
             return
-        # Written in the training thread: on a 2-core CPU a background writer
-        # competed with training and measured slower (docs/performance.md).
         ckpt.save_state(self.last, state)
 
     def write_summary(self, summary: dict[str, Any]) -> None:

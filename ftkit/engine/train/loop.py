@@ -138,7 +138,10 @@ class Loop:
                 break
         else:
             epoch.complete = True
-        self.read(tally, epoch, lambda: False)
+        # the epoch's figures, and (under DDP) the ranks' agreement on a signal that
+        # came since the last read: the epoch then stops here, as at any step boundary
+        if self.read(tally, epoch, interrupted):
+            epoch.complete = False
         epoch.seconds += time.perf_counter() - start
         if epoch.complete:
             self.progress = None
