@@ -223,6 +223,14 @@ def main() -> int:
                 "<= 1.02",
             )
         )
+        rows.append(
+            (
+                "engine overhead with `--checkpoint-writer async`, ftkit / plain s per epoch",
+                f"{o['async_writer_ratio']:.3f} ({o['ftkit_async_writer_s_per_epoch']:.2f} / "
+                f"{o['plain_s_per_epoch']:.2f} s)",
+                "",
+            )
+        )
         if "ftkit_over_lightning" in o:
             rows.append(
                 (

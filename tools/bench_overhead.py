@@ -218,6 +218,8 @@ def overhead(config: Config, rounds: int = 2) -> dict:
         "ftkit": ftkit_epochs,
         # --save-every: `last` only when the run ends, so no epoch counted writes it
         "ftkit_save_at_end": lambda c: ftkit_epochs(replace(c, save_every=c.epochs)),
+        # the background writer (the default on CUDA; on a CPU it shares the cores)
+        "ftkit_async_writer": lambda c: ftkit_epochs(replace(c, checkpoint_writer="async")),
     }
     if HAVE_LIGHTNING:
         loops["lightning"] = lambda c: lightning_epochs(c, checkpoint=True)
@@ -233,6 +235,9 @@ def overhead(config: Config, rounds: int = 2) -> dict:
     result["ratio"] = result["ftkit_s_per_epoch"] / result["plain_s_per_epoch"]
     result["save_at_end_ratio"] = (
         result["ftkit_save_at_end_s_per_epoch"] / result["plain_s_per_epoch"]
+    )
+    result["async_writer_ratio"] = (
+        result["ftkit_async_writer_s_per_epoch"] / result["plain_s_per_epoch"]
     )
     if HAVE_LIGHTNING:
         result["ftkit_over_lightning"] = (
