@@ -158,7 +158,8 @@ def lightning_loop(spec: dict, device: str, fast: bool, steps: int) -> float | s
     model = build_model(spec["model"], num_classes=5, task=spec["task"], plugins=Plugins())
     size, batch = spec["image_size"], spec["batch_size"]
     shape = (batch, size, size) if spec["task"] == "segmentation" else (batch,)
-    batches = [(torch.randn(batch, 3, size, size), torch.randint(0, 5, shape))] * (steps + 2)
+    data = [(torch.randn(batch, 3, size, size), torch.randint(0, 5, shape))] * (steps + 2)
+    batches = torch.utils.data.DataLoader(data, batch_size=None)  # each item a whole batch
 
     class Module(L.LightningModule):
         def __init__(self) -> None:
