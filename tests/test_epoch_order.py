@@ -35,6 +35,14 @@ def ftkit_epoch_end(run, record):
     saved = torch.load(last, weights_only=True)["run"]["epoch"] if last.exists() else None
     weights = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
     SEEN.append((record.epoch, len(rows), run.stop_reason, saved, weights))
+
+
+ENDED = []
+
+
+@ftkit.hookimpl
+def ftkit_run_end(run, summary):
+    ENDED.append(torch.load(run.dir / "checkpoints" / "last.pt", weights_only=True)["run"]["epoch"])
 """
 
 
@@ -94,6 +102,14 @@ def test_epoch_end_order(tmp_path, monkeypatch, spy_plugin):
     for epoch, rows, _, saved, _ in seen:
         assert rows == epoch  # its row is written before plugins hear of it
         assert saved == (epoch - 1 if epoch > 1 else None)  # and its `last` after them
+
+
+@pytest.mark.slow
+def test_the_run_ends_after_the_background_writer_wrote_the_last_epoch(tmp_path, spy_plugin):
+    out = str(tmp_path / "r")
+    kw = dict(epochs=2, out=out, plugins=[spy_plugin], checkpoint_writer="async")
+    assert ftkit.run(**kw, **TINY).stop_reason == "completed"
+    assert sys.modules[spy_plugin].ENDED == [2]  # ftkit_run_end sees the last epoch's `last`
 
 
 @pytest.mark.slow

@@ -362,6 +362,7 @@ class Session:
         )
         self.summary = summary
         try:  # summary.json (when finished), plugins (the table, TensorBoard), `last`
+            self.checkpoints.wait()  # the last epoch's files on disk before anyone hears
             if summary.finished and self.world.main:
                 self.out.write_summary(summary.to_json())
             self.hooks.ftkit_run_end(run=self.info, summary=summary)

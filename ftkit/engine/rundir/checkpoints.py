@@ -57,6 +57,10 @@ class Checkpoints:
             self.writer.write({"last": self.state()}, self._save)
         self.behind = False
 
+    def wait(self) -> None:
+        """Until the write in flight is on disk (its error, if it failed)."""
+        self.writer.wait()
+
     def finish(self) -> None:
         """Wait for the write in flight: a failed one raises its ``WriteError``."""
         self.writer.close()
