@@ -21,13 +21,15 @@ class Ema:
         self.params = {name for name, _ in model.named_parameters()}
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
         device = next(iter(self.shadow.values())).device if self.shadow else None
+        if device is not None and device.type == "mps":
+            device = torch.device("cpu")  # MPS has no float64
         self.updates = torch.zeros((), dtype=torch.float64, device=device)  # on the device
 
     @torch.no_grad()
     def update(self, model: nn.Module, taken: torch.Tensor | None = None) -> None:
         """After a step; one not ``taken`` (a device bool: skipped) changes nothing,
         decided on the device."""
-        on = torch.ones_like(self.updates) if taken is None else taken.double()
+        on = torch.ones_like(self.updates) if taken is None else taken.to(self.updates).double()
         self.updates += on
         u = self.updates
         d = torch.clamp((1 + u) / (10 + u), max=self.decay)  # in float64, as on the host
@@ -37,7 +39,7 @@ class Ema:
             if name in self.params and value.is_floating_point():
                 # d * shadow + (1 - d) * value, exact where they are equal (a frozen
                 # weight stays bit-identical), at d = 0 (the model's) and at weight 0
-                shadow.lerp_(value, weight.to(value.dtype))
+                shadow.lerp_(value, weight.to(value.device, value.dtype))
             else:  # BatchNorm statistics follow the model
                 shadow.copy_(value if taken is None else torch.where(taken, value, shadow))
 

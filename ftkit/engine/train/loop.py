@@ -164,7 +164,7 @@ class Loop:
         norm = (
             torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
         )
-        skip = tally.pending
+        skip = tally.pending.to(norm.device)
         if not self.scaler.is_enabled():  # fp16: GradScaler skips an overflow itself
             skip = skip | ~torch.isfinite(norm)
         if self.clip_grad_norm is not None:  # a non-finite norm makes NaNs of a skipped step

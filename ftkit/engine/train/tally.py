@@ -74,8 +74,11 @@ class Tally:
         alert: GradNormAlert,
         nonfinite: NonFinite,
     ) -> None:
+        # float64 sums, as Python's: MPS has no float64, so there they live on the CPU
+        self.home = home = torch.device("cpu") if device.type == "mps" else device
+
         def f64(value: float) -> torch.Tensor:
-            return torch.tensor(value, dtype=torch.float64, device=device)
+            return torch.tensor(value, dtype=torch.float64, device=home)
 
         self.limit = alert.limit
         self.loss_sum, self.loss_count = f64(epoch.loss_sum), f64(epoch.loss_count)
@@ -84,11 +87,11 @@ class Tally:
         self.streak, self.worst = f64(nonfinite.streak), f64(nonfinite.streak)
         self.above, self.longest = f64(alert.streak), f64(alert.streak)
         self.norm = f64(math.nan)
-        self.pending = torch.zeros((), dtype=torch.bool, device=device)  # this step's losses
+        self.pending = torch.zeros((), dtype=torch.bool, device=home)  # this step's losses
 
     def add_loss(self, loss: torch.Tensor) -> None:
         """A micro-batch's loss: summed when finite; a non-finite one marks its step."""
-        value = loss.detach().double()
+        value = loss.detach().to(self.home).double()
         finite = torch.isfinite(value)
         self.loss_sum += torch.where(finite, value, 0.0)
         self.loss_count += finite
@@ -96,7 +99,8 @@ class Tally:
 
     def add_step(self, norm: torch.Tensor, skipped: torch.Tensor) -> None:
         """An optimizer step with its total gradient norm, taken or ``skipped``."""
-        taken, norm = ~skipped, norm.detach().double()
+        skipped = skipped.to(self.home)
+        taken, norm = ~skipped, norm.detach().to(self.home).double()
         self.norm_sum += torch.where(taken, norm, 0.0)
         self.norm_count += taken
         self.norm_max = torch.where(taken, torch.maximum(self.norm_max, norm), self.norm_max)
