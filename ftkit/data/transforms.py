@@ -92,21 +92,33 @@ def build_transform(
 
 
 class Normalise:
-    """An image, or a batch of them, to float32 normalised by ``mean`` and ``std``.
-
-    ``F.to_dtype`` scales integers to [0, 1] (uint8 by 255) and keeps floats as
-    they are, so a 16-bit image read as float keeps every one of its levels; both
-    steps touch images only (a v2 transform passes masks through). Elementwise,
-    so a batch on the device gives the same values as each sample on the CPU."""
+    """An image, or a batch of them, to float32 normalised by ``mean`` and ``std``,
+    in one pass: ``x * (scale / std) - mean / std`` (``torch.addcmul``), where
+    ``scale`` brings integers to [0, 1] (uint8 by 1/255, as ``v2.ToDtype`` does)
+    and keeps floats as they are, so a 16-bit image read as float keeps every
+    one of its levels. It touches the image only (a mask passes through), and
+    it is elementwise: a batch on the device gets the values each sample gets."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         self.mean, self.std = list(mean), list(std)
-        self.steps = v2.Compose(
-            [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
-        )
+        self._factors: dict[tuple[torch.device, float], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def __call__(self, *inputs: Any) -> Any:
-        return self.steps(*inputs)
+    def __call__(self, image: torch.Tensor, *rest: Any) -> Any:
+        out = self.apply(image)
+        return (out, *rest) if rest else out
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        scale = 1.0 if x.is_floating_point() else 1.0 / torch.iinfo(x.dtype).max
+        key = (x.device, scale)
+        if key not in self._factors:
+            std = torch.tensor(self.std, dtype=torch.float64)[:, None, None]
+            mean = torch.tensor(self.mean, dtype=torch.float64)[:, None, None]
+            self._factors[key] = (
+                (scale / std).to(x.device, torch.float32),
+                (-mean / std).to(x.device, torch.float32),
+            )
+        weight, shift = self._factors[key]
+        return torch.addcmul(shift, x.as_subclass(torch.Tensor), weight)
 
 
 @dataclass(frozen=True)
