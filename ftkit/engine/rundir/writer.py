@@ -35,8 +35,9 @@ class Writer:
         if self.pool is None:
             save(state)
             return
-        staged, ready = self.stage(state, (), {}), None
-        if any(t.is_cuda for t in _tensors(state)):
+        seen: dict[Any, torch.Tensor] = {}
+        staged, ready = self.stage(state, (), seen), None
+        if any(device.type == "cuda" for device, *_ in seen):
             ready = torch.cuda.Event()
             ready.record()  # the copies are queued on the stream: the thread waits for them
 
@@ -83,16 +84,6 @@ class Writer:
                 tensor.shape, dtype=tensor.dtype, device="cpu", pin_memory=True
             )
         return buffer.copy_(tensor, non_blocking=True)
-
-
-def _tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _tensors(v)]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _tensors(v)]
-    return []
 
 
 def background_writer(choice: str, device: torch.device) -> bool:

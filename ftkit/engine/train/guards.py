@@ -43,16 +43,9 @@ class GradNormAlert:
 
 @dataclass
 class NonFinite:
-    """Counts skipped steps; too many in a row stops the run."""
+    """Skipped steps: ``limit`` in a row stops the run. The streak is counted on
+    the device and brought here at each read (``engine/train/tally.py``)."""
 
     limit: int
     streak: int = 0
     total: int = 0
-
-    def skipped(self) -> bool:
-        self.streak += 1
-        self.total += 1
-        return self.streak >= self.limit
-
-    def ok(self) -> None:
-        self.streak = 0

@@ -172,15 +172,13 @@ class Loop:
         set_lr(self.optimizer, factor)
         taken = ~skip
         if self.scaler.is_enabled() or not skips_on_device(self.optimizer):
-            if bool(skip):  # a host sync: GradScaler's own path, or an optimizer without found_inf
-                tally.add_step(norm, skip)
-                self.optimizer.zero_grad(set_to_none=True)
-                return
-            scale = self.scaler.get_scale() if self.scaler.is_enabled() else 0.0
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            # a lowered fp16 scale: GradScaler skipped the step (a sync, with fp16 only)
-            taken = torch.tensor(self.scaler.get_scale() >= scale, device=self.device)
+            # a host sync: GradScaler's own path, or an optimizer without found_inf
+            if not bool(skip):
+                scale = self.scaler.get_scale() if self.scaler.is_enabled() else 0.0
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                # a lowered fp16 scale: GradScaler skipped the step (a sync, with fp16 only)
+                taken = torch.tensor(self.scaler.get_scale() >= scale, device=self.device)
         else:
             self.optimizer.found_inf = skip.float()  # type: ignore[attr-defined]
             try:
